@@ -1,0 +1,32 @@
+# hat-ray: `make test` and `make demo` create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch; the project itself accepts torch>=2.3.
+TORCH_PIN := torch==2.13.0
+
+.PHONY: test test-all demo lint venv clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+test-all: $(VENV)/.installed
+	$(PY) -m pytest -q -m ''
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check hat_ray tests
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/hat-ray demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info

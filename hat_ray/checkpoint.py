@@ -1,0 +1,117 @@
+"""hat-ray checkpoints: plain containers + tensors, written atomically, read with weights_only.
+
+Layout (a dict, loadable with ``torch.load(weights_only=True)``)::
+
+    format: "hat-ray-checkpoint", version: 1,
+    kind: "supernet" | "subnet",
+    space: SearchSpace.to_dict(), model_config: ModelConfig.to_dict(),
+    arch: Arch.to_dict() | None      # the bound Arch of a subnet (or HAT's sub-config)
+    model: state_dict, vocab: {"src": [tokens], "tgt": [tokens]} | None, meta: {...}
+    (training adds optimizer / progress entries; unknown extra keys are kept)
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hat_ray.arch import Arch
+from hat_ray.errors import DataError
+from hat_ray.model.extract import extract_subnet
+from hat_ray.model.transformer import ModelConfig, Transformer
+from hat_ray.space import SearchSpace
+
+FORMAT = "hat-ray-checkpoint"
+VERSION = 1
+
+
+def atomic_write(path: str | Path, write: Any) -> None:
+    """Call ``write(tmp_path)`` then rename over ``path``: readers never see a partial file and
+    an interrupted write leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def make_checkpoint(model: Transformer, space: SearchSpace, vocab: Mapping[str, list[str]] | None = None,
+                    arch: Arch | None = None, meta: Mapping[str, Any] | None = None,
+                    **extra: Any) -> dict[str, Any]:
+    """Assemble the checkpoint dict for ``model`` (a SuperTransformer or a static subnet)."""
+    bound = model.bound_arch
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": "subnet" if bound is not None else "supernet",
+        "space": space.to_dict(),
+        "model_config": model.config.to_dict(),
+        "arch": (bound or arch).to_dict() if (bound or arch) is not None else None,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "vocab": dict(vocab) if vocab is not None else None,
+        "meta": dict(meta or {}),
+        **extra,
+    }
+
+
+def save_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> None:
+    """Write atomically (temp file + rename)."""
+    atomic_write(path, lambda tmp: torch.save(dict(checkpoint), tmp))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a hat-ray checkpoint safely; DataError naming the file when it is missing,
+    truncated, not a hat-ray checkpoint or from a newer version."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise DataError(
+            f"checkpoint {path} is corrupted or not a hat-ray checkpoint ({detail}); "
+            "use an earlier checkpoint or import HAT files with `hat-ray import-hat`"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise DataError(f"{path} is not a hat-ray checkpoint (HAT/fairseq files: use `hat-ray import-hat`)")
+    if ckpt.get("version", 0) > VERSION:
+        raise DataError(f"{path} was written by a newer hat-ray (version {ckpt['version']}); upgrade hat-ray")
+    missing = [k for k in ("space", "model_config", "model") if k not in ckpt]
+    if missing:
+        raise DataError(f"checkpoint {path} lacks {', '.join(missing)}")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: Mapping[str, Any]) -> tuple[Transformer, SearchSpace]:
+    """Rebuild the model (and its space) from a loaded checkpoint dict."""
+    space = SearchSpace.from_dict(ckpt["space"], source="checkpoint space")
+    config = ModelConfig.from_dict(ckpt["model_config"])
+    arch = Arch.from_dict(ckpt["arch"]) if ckpt.get("kind") == "subnet" else None
+    model = Transformer(config, arch=arch)
+    model.load_state_dict(ckpt["model"])
+    return model, space
+
+
+def load_model(path: str | Path, arch: Arch | None = None) -> tuple[Transformer, SearchSpace, dict[str, Any]]:
+    """Load a checkpoint; with ``arch``, return that SubTransformer extracted from it."""
+    ckpt = load_checkpoint(path)
+    model, space = model_from_checkpoint(ckpt)
+    if arch is not None and model.bound_arch is None:
+        space.check(arch)
+        model = extract_subnet(model, arch)
+    return model, space, ckpt

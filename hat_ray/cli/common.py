@@ -1,0 +1,42 @@
+"""Helpers shared by subcommands: reading YAML inputs with one-line errors, JSON output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hat_ray.arch import Arch, parse_arch
+from hat_ray.errors import ArchError, ConfigError, HatRayError
+from hat_ray.space import SearchSpace
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """safe_load a YAML file; ConfigError naming the file on any read or syntax problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(str(p), [f"{what} file does not exist"])
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(str(p), [f"{what} file is not UTF-8 text"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(p), [f"not valid YAML ({' '.join(str(exc).split())})"]) from None
+
+
+def load_arch(path: str | Path, space: SearchSpace | None = None) -> Arch:
+    """Read an Arch YAML (HAT's keys or hat-ray's) and check it against ``space``."""
+    data = read_yaml(path, "arch")
+    arch = parse_arch(data, source=str(path))
+    if space is not None:
+        space.check(arch, source=str(path))
+    return arch
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=False))
+
+
+__all__ = ["ArchError", "ConfigError", "HatRayError", "load_arch", "print_json", "read_yaml"]

@@ -1,0 +1,53 @@
+"""`hat-ray` entry point. Every HatRayError becomes one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from hat_ray import __version__
+from hat_ray.errors import HatRayError
+
+# Subcommand modules; each exposes register(subparsers) and sets args.func.
+from hat_ray.cli import arch_cmd, import_hat_cmd, space_cmd
+
+COMMANDS = (space_cmd, arch_cmd, import_hat_cmd)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits with 2 on usage errors already; keep its message to one line + hint."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"hat-ray: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hat-ray", description="Hardware-aware Transformer search on Ray.")
+    parser.add_argument("--version", action="version", version=f"hat-ray {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except HatRayError as exc:
+        print(f"hat-ray: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hat-ray: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

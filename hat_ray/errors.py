@@ -1,0 +1,44 @@
+"""Error hierarchy. The CLI turns every HatRayError into one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class HatRayError(Exception):
+    """Base class for every error hat-ray reports to a user (bad input, bad state)."""
+
+
+class ConfigError(HatRayError):
+    """A configuration file (search space, device profile, experiment) is invalid.
+
+    Carries every problem found, so a user fixes them all in one pass.
+    """
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        n = len(self.problems)
+        head = f"{source}: {n} problem{'s' if n != 1 else ''}: " if n > 1 else f"{source}: "
+        super().__init__(head + "; ".join(self.problems))
+
+
+class ArchError(HatRayError):
+    """An Arch does not fit a search space (or is malformed)."""
+
+    def __init__(self, problems: Sequence[str], source: str = "arch") -> None:
+        self.problems = list(problems)
+        self.source = source
+        super().__init__(f"{source} does not fit the search space: " + "; ".join(self.problems))
+
+
+class DataError(HatRayError):
+    """A corpus, dataset or checkpoint file is missing, malformed or corrupted."""
+
+
+class DeviceError(HatRayError):
+    """A device profile cannot run on the cluster (no such node, bad profile)."""
+
+
+class InfeasibleError(HatRayError):
+    """A latency constraint cannot be met inside the search space."""

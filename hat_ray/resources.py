@@ -1,0 +1,46 @@
+"""Find bundled data directories (search_spaces/, device_profiles/).
+
+In a checkout they sit at the repository root; in an installed wheel they are packaged inside
+``hat_ray/`` (pyproject force-includes them). Both locations are searched, wheel first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_PKG = Path(__file__).resolve().parent
+
+
+def data_dir(name: str) -> Path:
+    """Return the directory holding bundled ``name`` files (e.g. ``"search_spaces"``)."""
+    for candidate in (_PKG / name, _PKG.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"bundled directory {name!r} not found next to {_PKG}")
+
+
+def resolve_named_yaml(kind: str, name_or_path: str) -> Path:
+    """Resolve a bundled name (``wmt14_en_de``) or a path to a YAML file.
+
+    Raises FileNotFoundError listing the bundled names when neither exists.
+    """
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_file():
+            return path
+        raise FileNotFoundError(f"{kind} file {name_or_path} does not exist")
+    folder = data_dir(kind)
+    for suffix in (".yaml", ".yml"):
+        candidate = folder / f"{name_or_path}{suffix}"
+        if candidate.is_file():
+            return candidate
+    names = ", ".join(bundled_names(kind))
+    raise FileNotFoundError(
+        f"unknown {kind.rstrip('s').replace('_', ' ')} {name_or_path!r}: use one of {names} "
+        "or a path to a .yaml file"
+    )
+
+
+def bundled_names(kind: str) -> list[str]:
+    """Names of the bundled YAML files of one kind, sorted."""
+    return sorted(p.stem for p in data_dir(kind).glob("*.y*ml"))
