@@ -25,8 +25,12 @@ test-all: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check hat_ray tests
 
+# Until the full pipeline lands, the demo shows the foundation on the `demo` space.
 demo: $(VENV)/.installed
-	$(VENV)/bin/hat-ray demo
+	$(VENV)/bin/hat-ray space show demo
+	mkdir -p runs/demo
+	$(VENV)/bin/hat-ray arch sample --space demo --seed 0 > runs/demo/arch.yaml
+	$(VENV)/bin/hat-ray arch info runs/demo/arch.yaml --space demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info

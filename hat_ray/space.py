@@ -138,7 +138,8 @@ class SearchSpace:
         if sup is not None and choices is not None:
             _check_choices(sup, choices, "choices", problems, bounded=True)
             if latency is not None:
-                _check_choices(sup, {**choices, **latency}, "latency_choices", problems, bounded=False)
+                merged = {**choices, **latency}
+                _check_choices(sup, merged, "latency_choices", problems, bounded=False, only=set(latency))
         if problems:
             raise ConfigError(source, problems)
         assert sup is not None and choices is not None and latency is not None
@@ -361,10 +362,12 @@ def _parse_choices(raw: Any, where: str, problems: list[str], required: bool) ->
 
 
 def _check_choices(sup: SuperConfig, choices: Mapping[str, tuple[int, ...]], where: str,
-                   problems: list[str], bounded: bool) -> None:
+                   problems: list[str], bounded: bool, only: set[str] | None = None) -> None:
     """Check choice values. ``bounded``: values must fit inside the super dims (the searchable
     choices); latency choices are only measured on random weights, so they may exceed them."""
     for key, values in choices.items():
+        if only is not None and key not in only:
+            continue
         if key == "decoder_arbitrary_ende_attn":
             bad = [v for v in values if v not in (-1, 1, 2)]
             if bad:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -10,10 +11,13 @@ from collections.abc import Sequence
 from hat_ray import __version__
 from hat_ray.errors import HatRayError
 
-# Subcommand modules; each exposes register(subparsers) and sets args.func.
-from hat_ray.cli import arch_cmd, import_hat_cmd, space_cmd
-
-COMMANDS = (space_cmd, arch_cmd, import_hat_cmd)
+# Subcommand modules in hat_ray/cli/; each exposes register(subparsers) and sets args.func.
+# To add a command: write hat_ray/cli/<name>.py and append its module name here.
+COMMANDS = (
+    "space_cmd",
+    "arch_cmd",
+    "import_hat_cmd",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in COMMANDS:
-        module.register(sub)
+    for name in COMMANDS:
+        importlib.import_module(f"hat_ray.cli.{name}").register(sub)
     return parser
 
 
