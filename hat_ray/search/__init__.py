@@ -1,0 +1,1 @@
+"""Evolutionary search: pure engine (evolution.py), scorers, Ray Tune searcher and runner."""

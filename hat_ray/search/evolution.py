@@ -1,0 +1,364 @@
+"""Search engines (pure Python, no Ray): HAT's generational evolution without its flaws, a
+steady-state variant, random search, and a Pareto (multi-objective) evolution.
+
+Every engine has the same ask/tell contract, which the Ray Tune searcher adapts:
+
+- ``ask() -> Arch | None``: an unscored, feasible Arch to evaluate, or None when nothing can be
+  handed out now (a generation barrier, or the budget is used up). Never returns an Arch that is
+  already scored or in flight: scores are cached by Arch, parents are never re-scored.
+- ``tell(arch, loss)``: the validation loss (bits) of an asked Arch; None / NaN = failed (kept
+  as +inf so it is never selected, and never retried).
+- ``finished``: True once nothing is in flight and no more Archs will be asked.
+- ``state_dict()`` / ``load_state_dict()``: plain, versioned data (JSON-serialisable).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from hat_ray.arch import Arch
+from hat_ray.errors import InfeasibleError
+from hat_ray.search.constraints import Constraints
+from hat_ray.space import SearchSpace
+
+log = logging.getLogger(__name__)
+STATE_VERSION = 1
+
+
+class Engine:
+    """Shared bookkeeping: score cache, in-flight set, feasible sampling, RNG, budget."""
+
+    name = "base"
+
+    def __init__(self, space: SearchSpace, constraints: Constraints | None = None, seed: int = 0,
+                 budget: int | None = None, max_attempts: int = 20000) -> None:
+        self.space = space
+        self.constraints = constraints or Constraints()
+        self.rng = np.random.default_rng(seed)
+        self.budget = budget
+        self.max_attempts = max_attempts
+        self.scores: dict[Arch, float] = {}  # insertion order = order results arrived
+        self.pending: set[Arch] = set()
+        self.queue: list[Arch] = []
+
+    # ---- contract ----
+    def ask(self) -> Arch | None:
+        raise NotImplementedError
+
+    def tell(self, arch: Arch, loss: float | None) -> None:
+        """Record a result. Results for Archs not in flight (duplicates after a restore) are ignored."""
+        if arch in self.scores:
+            return
+        if arch in self.queue:  # an old (restored) trial answered for a re-queued Arch
+            self.queue.remove(arch)
+        self.pending.discard(arch)
+        bad = loss is None or not math.isfinite(loss)
+        self.scores[arch] = math.inf if bad else float(loss)
+
+    @property
+    def finished(self) -> bool:
+        """Nothing in flight and nothing more to ask (budget used, or the algorithm is done)."""
+        return not self.pending and (self.budget_left() <= 0 or (not self.queue and self._done()))
+
+    def _done(self) -> bool:
+        """Algorithm-specific end (besides the budget)."""
+        return False
+
+    def budget_left(self) -> int:
+        if self.budget is None:
+            return 1 << 62
+        return self.budget - len(self.scores) - len(self.pending)
+
+    def _hand_out(self) -> Arch | None:
+        while self.queue and self.budget_left() > 0:
+            arch = self.queue.pop(0)
+            if arch not in self.scores and arch not in self.pending:
+                self.pending.add(arch)
+                return arch
+        return None
+
+    def requeue_pending(self) -> None:
+        """After a restore: in-flight Archs go back to the queue (no evaluation is lost)."""
+        self.queue = sorted(self.pending, key=Arch.key) + self.queue
+        self.pending.clear()
+
+    # ---- results ----
+    def best(self) -> tuple[Arch, float]:
+        scored = [(a, s) for a, s in self.scores.items() if math.isfinite(s)]
+        if not scored:
+            raise InfeasibleError("no candidate was scored successfully")
+        return min(scored, key=lambda t: t[1])
+
+    def pareto_front(self) -> list[tuple[Arch, float, dict[str, float]]]:
+        """Non-dominated scored Archs over (loss, predicted latency per device), by loss."""
+        scored = [(a, s) for a, s in self.scores.items() if math.isfinite(s)]
+        objs = np.array([[s, *self.constraints.latencies(a).values()] for a, s in scored]).reshape(len(scored), -1)
+        front = [i for i in range(len(scored)) if not _dominated(objs, i)]
+        out = [(scored[i][0], scored[i][1], self.constraints.latencies(scored[i][0])) for i in front]
+        return sorted(out, key=lambda t: t[1])
+
+    # ---- feasible generation (bounded; never loops forever) ----
+    def _feasible(self, n: int, make: Callable[[], Arch], strict: bool = False,
+                  max_attempts: int | None = None) -> list[Arch]:
+        """Up to ``n`` new (unscored, not in flight, distinct) feasible Archs from ``make``.
+        Gives up after ``max_attempts`` candidates (default: the engine's); ``strict`` raises
+        InfeasibleError when none was feasible at all."""
+        out: list[Arch] = []
+        seen = set(self.scores) | self.pending | set(self.queue)
+        attempts, limit = 0, max_attempts or self.max_attempts
+        while len(out) < n and attempts < limit:
+            chunk = [make() for _ in range(min(max(2 * (n - len(out)), 16), limit - attempts))]
+            attempts += len(chunk)
+            fresh = [a for a in dict.fromkeys(chunk) if a not in seen]
+            for arch, ok in zip(fresh, self.constraints.feasible(fresh)):
+                if ok and len(out) < n:
+                    out.append(arch)
+                    seen.add(arch)
+        if strict and not out and self.constraints.items:
+            raise InfeasibleError(
+                f"no SubTransformer of space {self.space.name} meets the latency limits after {attempts} "
+                f"samples ({self.constraints.describe_infeasible()}); raise the limit or use a smaller space"
+            )
+        return out
+
+    def _random(self) -> Arch:
+        return self.space.sample(self.rng)
+
+    # ---- state ----
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "algorithm": self.name,
+            "rng": self.rng.bit_generator.state,
+            "budget": self.budget,
+            "scores": [[a.to_dict(), s if math.isfinite(s) else None] for a, s in self.scores.items()],
+            "pending": [a.to_dict() for a in sorted(self.pending, key=Arch.key)],
+            "queue": [a.to_dict() for a in self.queue],
+            "extra": self._extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION or state.get("algorithm") != self.name:
+            raise ValueError(f"search state is {state.get('algorithm')} v{state.get('version')}, "
+                             f"expected {self.name} v{STATE_VERSION}")
+        self.rng.bit_generator.state = state["rng"]
+        self.budget = state["budget"]
+        self.scores = {Arch.from_dict(a): (math.inf if s is None else s) for a, s in state["scores"]}
+        self.pending = {Arch.from_dict(a) for a in state["pending"]}
+        self.queue = [Arch.from_dict(a) for a in state["queue"]]
+        self._load_extra(state["extra"])
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra(self, extra: dict[str, Any]) -> None:
+        pass
+
+
+class RandomSearch(Engine):
+    """Uniform feasible samples until the budget is used (the baseline)."""
+
+    name = "random"
+
+    def __init__(self, space: SearchSpace, constraints: Constraints | None = None, seed: int = 0,
+                 budget: int = 1000, **kwargs: Any) -> None:
+        super().__init__(space, constraints, seed, budget, **kwargs)
+
+    def ask(self) -> Arch | None:
+        if not self.queue and self.budget_left() > 0:
+            self.queue = self._feasible(min(self.budget_left(), 64), self._random, strict=not self.scores)
+            if not self.queue:
+                self.budget = len(self.scores) + len(self.pending)  # space exhausted
+        return self._hand_out()
+
+
+class HatEvolution(Engine):
+    """HAT's generational evolution (population 125 = 25 parents + 50 mutations + 50
+    crossovers, mutation probability 0.3, 30 generations), fixed: cached scores, bounded
+    feasible sampling, and the last generation scored before the best is chosen."""
+
+    name = "hat"
+
+    def __init__(self, space: SearchSpace, constraints: Constraints | None = None, seed: int = 0,
+                 budget: int | None = None, population: int = 125, parents: int = 25, mutations: int = 50,
+                 crossovers: int = 50, mutation_prob: float = 0.3, iterations: int = 30, **kwargs: Any) -> None:
+        super().__init__(space, constraints, seed, budget, **kwargs)
+        if parents < 1 or population < parents or iterations < 1:
+            raise ValueError("need 1 <= parents <= population and iterations >= 1")
+        self.population_size, self.parents, self.mutations = population, parents, mutations
+        self.crossovers, self.mutation_prob, self.iterations = crossovers, mutation_prob, iterations
+        self.generation = -1
+        self.population: list[Arch] = []
+
+    def ask(self) -> Arch | None:
+        for _ in range(self.iterations + 1):  # skip generations made only of cached Archs
+            arch = self._hand_out()
+            if arch is not None or self.pending or self.budget_left() <= 0 or self._done():
+                return arch  # None while results of this generation are outstanding (barrier)
+            self._next_generation()
+        return None
+
+    def _done(self) -> bool:
+        return self.generation + 1 >= self.iterations
+
+    def _next_generation(self) -> None:
+        self.generation += 1
+        if self.generation == 0:
+            self.population = self._feasible(self.population_size, self._random, strict=True)
+            if len(self.population) < self.population_size:
+                log.warning("only %d feasible SubTransformers found for the initial population of %d",
+                            len(self.population), self.population_size)
+        else:
+            parents = self.select_parents(self.population)
+            self.population = parents + self._children(parents)
+        self.queue = [a for a in self.population if a not in self.scores]
+
+    def select_parents(self, population: list[Arch]) -> list[Arch]:
+        """The ``parents`` best by validation loss."""
+        return sorted(population, key=lambda a: self.scores[a])[: self.parents]
+
+    def _children(self, parents: list[Arch]) -> list[Arch]:
+        def mutant() -> Arch:
+            return self.space.mutate(parents[self.rng.integers(len(parents))], self.rng, self.mutation_prob)
+
+        def cross() -> Arch:
+            if len(parents) < 2:
+                return mutant()
+            i, j = self.rng.choice(len(parents), size=2, replace=False)
+            return self.space.crossover(parents[i], parents[j], self.rng)
+
+        # Children are bounded to ~50 candidates each: a converged population breeds mostly
+        # duplicates of scored Archs, and crossovers of near-identical parents run dry first;
+        # the shortfall is filled with mutations so the population keeps its size.
+        kids: list[Arch] = []
+        for n, make in ((self.mutations, mutant), (self.crossovers, cross)):
+            self.queue = list(kids)  # so later draws avoid earlier children; reset by the caller
+            kids += self._feasible(n, make, max_attempts=50 * n + 200)
+        missing = self.mutations + self.crossovers - len(kids)
+        if missing > 0:
+            self.queue = list(kids)
+            kids += self._feasible(missing, mutant, max_attempts=200 * missing + 1000)
+        return kids
+
+    def best_of_population(self) -> tuple[Arch, float]:
+        return min(((a, self.scores[a]) for a in self.population), key=lambda t: t[1])
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"generation": self.generation, "population": [a.to_dict() for a in self.population]}
+
+    def _load_extra(self, extra: dict[str, Any]) -> None:
+        self.generation = extra["generation"]
+        self.population = [Arch.from_dict(a) for a in extra["population"]]
+
+
+class ParetoEvolution(HatEvolution):
+    """Multi-objective evolution over (validation loss, predicted latency on each constrained
+    device): parents by non-dominated rank, ties broken by crowding distance (NSGA-II)."""
+
+    name = "pareto"
+
+    def select_parents(self, population: list[Arch]) -> list[Arch]:
+        objs = np.array([[self.scores[a], *self.constraints.latencies(a).values()] for a in population])
+        objs = np.where(np.isfinite(objs), objs, 1e30)
+        ranks = _nondominated_ranks(objs)
+        crowd = np.zeros(len(population))
+        for r in np.unique(ranks):
+            idx = np.flatnonzero(ranks == r)
+            crowd[idx] = _crowding(objs[idx])
+        order = sorted(range(len(population)), key=lambda i: (ranks[i], -crowd[i]))
+        return [population[i] for i in order[: self.parents]]
+
+
+class SteadyStateEvolution(Engine):
+    """Asynchronous evolution without a generation barrier: every ask breeds one child from
+    the current best ``parents`` scored Archs, so slow or heterogeneous scorers never idle the
+    others. The first ``population`` asks are random feasible samples."""
+
+    name = "steady"
+
+    def __init__(self, space: SearchSpace, constraints: Constraints | None = None, seed: int = 0,
+                 budget: int | None = None, population: int = 125, parents: int = 25,
+                 mutation_prob: float = 0.3, crossover_share: float = 0.5, **kwargs: Any) -> None:
+        budget = population + 29 * 100 if budget is None else budget  # HAT's unique evaluations
+        super().__init__(space, constraints, seed, budget, **kwargs)
+        self.population_size, self.parents = population, parents
+        self.mutation_prob, self.crossover_share = mutation_prob, crossover_share
+
+    def ask(self) -> Arch | None:
+        if self.budget_left() <= 0:
+            return None
+        if not self.queue:
+            started = len(self.scores) + len(self.pending)
+            scored = [a for a, s in self.scores.items() if math.isfinite(s)]
+            make = self._random if started < self.population_size or len(scored) < 2 else self._breeder(scored)
+            self.queue = self._feasible(1, make, strict=not self.scores)
+            if not self.queue and make is not self._random:
+                self.queue = self._feasible(1, self._random)
+            if not self.queue:
+                self.budget = len(self.scores) + len(self.pending)  # nothing new left to try
+        return self._hand_out()
+
+    def _breeder(self, scored: list[Arch]) -> Callable[[], Arch]:
+        parents = sorted(scored, key=lambda a: self.scores[a])[: self.parents]
+
+        def make() -> Arch:
+            if len(parents) >= 2 and self.rng.random() < self.crossover_share:
+                i, j = self.rng.choice(len(parents), size=2, replace=False)
+                return self.space.crossover(parents[i], parents[j], self.rng)
+            return self.space.mutate(parents[self.rng.integers(len(parents))], self.rng, self.mutation_prob)
+
+        return make
+
+
+ENGINES: dict[str, type[Engine]] = {
+    e.name: e for e in (HatEvolution, SteadyStateEvolution, RandomSearch, ParetoEvolution)
+}
+
+
+def make_engine(algorithm: str, space: SearchSpace, constraints: Constraints | None = None,
+                seed: int = 0, budget: int | None = None, **kwargs: Any) -> Engine:
+    """Build an engine by name: hat | steady | random | pareto."""
+    if algorithm not in ENGINES:
+        raise ValueError(f"unknown algorithm {algorithm!r}: use one of {', '.join(ENGINES)}")
+    if algorithm == "random":
+        return RandomSearch(space, constraints, seed, budget or 1000, **kwargs)
+    return ENGINES[algorithm](space, constraints, seed, budget, **kwargs)
+
+
+def _dominated(objs: np.ndarray, i: int) -> bool:
+    others = np.delete(objs, i, axis=0)
+    return bool(np.any(np.all(others <= objs[i], axis=1) & np.any(others < objs[i], axis=1)))
+
+
+def _nondominated_ranks(objs: np.ndarray) -> np.ndarray:
+    n = len(objs)
+    ranks = np.full(n, -1)
+    remaining = set(range(n))
+    r = 0
+    while remaining:
+        idx = sorted(remaining)
+        sub = objs[idx]
+        front = [idx[k] for k in range(len(idx)) if not _dominated(sub, k)]
+        for i in front:
+            ranks[i] = r
+        remaining -= set(front)
+        r += 1
+    return ranks
+
+
+def _crowding(objs: np.ndarray) -> np.ndarray:
+    n, m = objs.shape
+    dist = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for j in range(m):
+        order = np.argsort(objs[:, j])
+        span = objs[order[-1], j] - objs[order[0], j] or 1.0
+        dist[order[0]] = dist[order[-1]] = np.inf
+        dist[order[1:-1]] += (objs[order[2:], j] - objs[order[:-2], j]) / span
+    return dist
