@@ -219,6 +219,20 @@ class Transformer(nn.Module):
         return self.decode(prev_tokens, self.encode(src_tokens, arch), arch)
 
 
+def model_from_tensors(config: ModelConfig, tensors: dict[str, Tensor], arch: Arch | None = None) -> Transformer:
+    """Build a Transformer around existing tensors WITHOUT copying them (``load_state_dict``
+    with ``assign``): used to map SuperTransformer weights shared read-only through Ray's
+    object store into a scorer. Tied embeddings stay tied; the position table is rebuilt."""
+    with torch.device("meta"):
+        model = Transformer(config, arch=arch)
+    model.load_state_dict(tensors, assign=True, strict=True)
+    if config.share_embeddings:
+        model.decoder_embed = model.encoder_embed
+    model.positions = sinusoid_table(config.max_positions + config.padding_idx + 1, config.position_dim,
+                                     config.padding_idx)
+    return model
+
+
 def reorder_encoder_out(enc: EncoderOut, order: Tensor) -> EncoderOut:
     """Select/repeat batch rows of an encoder output (beam expansion)."""
     return EncoderOut([x.index_select(0, order) for x in enc.layers], enc.padding_mask.index_select(0, order))

@@ -1,0 +1,132 @@
+"""ScorerPool: K Ray actors hosting one SuperTransformer, weights shared zero-copy per node.
+
+The weights are ``ray.put`` once; every scorer actor receives the object ref as a top-level
+argument, so Ray maps the arrays from the node's shared-memory object store (one copy per
+node, read-only) instead of copying them per actor. A dispatcher actor (asyncio, no CPU) hands
+each candidate to a free scorer; if a scorer dies the candidate is retried on another one and a
+replacement is started. Results already known (a resumed search) are answered from a cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+from hat_ray.arch import Arch
+
+log = logging.getLogger(__name__)
+_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+@ray.remote
+class ScorerActor:
+    """One scorer: a read-only view of the shared weights plus the validation batches."""
+
+    def __init__(self, weights: dict[str, Any], batches: list[dict[str, Any]], threads: int = 1,
+                 use_gpu: bool = False) -> None:
+        import torch
+
+        from hat_ray.search.scorer import Scorer, unpack_batches, unpack_weights
+
+        torch.set_num_threads(threads)
+        self._weights = weights  # keeps the object-store mapping alive
+        model = unpack_weights(weights)
+        if use_gpu and torch.cuda.is_available():
+            model = model.cuda()  # a GPU scorer holds its own device copy
+        batch_list = unpack_batches(batches)
+        if use_gpu and torch.cuda.is_available():
+            batch_list = [b.to("cuda") for b in batch_list]
+        self.scorer = Scorer(model, batch_list)
+
+    def score(self, arch: dict[str, Any]) -> dict[str, Any]:
+        result = self.scorer.score(Arch.from_dict(arch))
+        return {"loss": result.loss, "seconds": result.seconds, "pid": os.getpid(),
+                "node": ray.get_runtime_context().get_node_id()}
+
+    def info(self) -> dict[str, Any]:
+        import psutil
+
+        mem = psutil.Process().memory_full_info()
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
+                "rss": mem.rss, "uss": getattr(mem, "uss", mem.rss)}
+
+
+@ray.remote(num_cpus=0)
+class ScorerPool:
+    """Dispatcher over K ScorerActors. ``score(arch_dict)`` -> {"loss", "seconds", ...}."""
+
+    def __init__(self, weights_ref: list[ray.ObjectRef], batches_ref: list[ray.ObjectRef], size: int,
+                 name: str, cpus: float = 1.0, threads: int = 1, use_gpu: bool = False,
+                 cache: dict[str, float] | None = None, max_retries: int = 3) -> None:
+        self.weights_ref, self.batches_ref = weights_ref[0], batches_ref[0]
+        self.name, self.cpus, self.threads, self.use_gpu = name, cpus, threads, use_gpu
+        self.cache = dict(cache or {})
+        self.max_retries = max_retries
+        self.spawned = 0
+        self.retries = 0
+        self.free: asyncio.Queue = asyncio.Queue()
+        self.actors = [self._spawn() for _ in range(size)]
+        for actor in self.actors:
+            self.free.put_nowait(actor)
+
+    def _spawn(self) -> Any:
+        self.spawned += 1
+        opts: dict[str, Any] = {"num_cpus": self.cpus, "name": f"{self.name}-scorer-{self.spawned}",
+                                "max_restarts": 0}
+        if self.use_gpu:
+            opts["num_gpus"] = 1
+        return ScorerActor.options(**opts).remote(self.weights_ref, self.batches_ref, self.threads, self.use_gpu)
+
+    async def score(self, arch: dict[str, Any]) -> dict[str, Any]:
+        key = Arch.from_dict(arch).key()
+        if key in self.cache:
+            return {"loss": self.cache[key], "seconds": 0.0, "cached": True}
+        for attempt in range(self.max_retries + 1):
+            actor = await self.free.get()
+            try:
+                result = await actor.score.remote(arch)
+            except _LOST as exc:
+                self.retries += 1
+                log.warning("scorer died (%s); retrying %s on another scorer", type(exc).__name__, key)
+                self.actors.remove(actor)
+                replacement = self._spawn()
+                self.actors.append(replacement)
+                self.free.put_nowait(replacement)
+                continue
+            except Exception:
+                self.free.put_nowait(actor)
+                raise
+            self.free.put_nowait(actor)
+            self.cache[key] = result["loss"]
+            return {**result, "cached": False, "attempts": attempt + 1}
+        raise RuntimeError(f"candidate {key} failed on {self.max_retries + 1} scorers")
+
+    async def ready(self) -> int:
+        """Wait until every scorer finished loading; returns the pool size."""
+        await asyncio.gather(*[a.info.remote() for a in self.actors])
+        return len(self.actors)
+
+    async def stats(self) -> dict[str, Any]:
+        infos = await asyncio.gather(*[a.info.remote() for a in self.actors], return_exceptions=True)
+        return {"size": len(self.actors), "spawned": self.spawned, "retries": self.retries,
+                "scorers": [i for i in infos if isinstance(i, dict)]}
+
+    def actor_handles(self) -> list[Any]:
+        return list(self.actors)
+
+
+def start_pool(weights: dict[str, Any], batches: list[dict[str, Any]], size: int, name: str,
+               cpus: float = 1.0, threads: int = 1, use_gpu: bool = False,
+               cache: dict[str, float] | None = None) -> Any:
+    """Put weights and batches in the object store once and start a named ScorerPool."""
+    weights_ref = ray.put(weights)
+    batches_ref = ray.put(batches)
+    pool = ScorerPool.options(name=f"{name}-pool", lifetime=None).remote(
+        [weights_ref], [batches_ref], size, name, cpus, threads, use_gpu, cache)
+    ray.get(pool.ready.remote())
+    return pool

@@ -1,0 +1,180 @@
+"""run_search: wire a search engine, the ScorerPool and Ray Tune together; write the results.
+
+Outputs in ``out``::
+
+    result.json          best Arch (or Pareto set) with loss, predicted latency, params, FLOPs
+    trials.parquet       one row per evaluated Arch (order, loss, latency per device, ...)
+    best_arch.yaml       the best Arch, hat-ray format;  best_arch_hat.yaml: HAT's format
+    pareto.png           loss vs predicted latency, Pareto front highlighted
+    evaluations.jsonl    durable evaluation log (what --resume replays)
+    search_config.json   the options of the run (checked on --resume)
+    tune/                Ray Tune experiment (TensorBoard logs per trial);  tb/: best-so-far curve
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from hat_ray.arch import Arch
+from hat_ray.checkpoint import atomic_write
+from hat_ray.errors import HatRayError
+from hat_ray.model.accounting import count_flops, count_params
+from hat_ray.search.constraints import Constraints
+from hat_ray.search.evolution import make_engine
+from hat_ray.search.pool import start_pool
+from hat_ray.search.report import write_outputs
+from hat_ray.search.searcher import EvolutionSearcher, log_cache
+from hat_ray.search.trial import score_trial
+from hat_ray.space import SearchSpace
+
+log = logging.getLogger(__name__)
+EXPERIMENT = "search"
+
+
+@dataclass
+class SearchOptions:
+    algorithm: str = "hat"
+    budget: int | None = None
+    scorers: int = 2
+    seed: int = 0
+    threads_per_scorer: int = 1
+    scorer_cpus: float = 1.0
+    use_gpu: bool = False
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _make_config(space: SearchSpace, constraints: Constraints, pool: str, namespace: str | None):
+    q, t = space.super.qkv_dim, space.super.seq_len
+
+    def make(arch: Arch) -> dict[str, Any]:
+        return {"arch": arch.to_dict(), "key": arch.key(), "pool": pool, "namespace": namespace,
+                "predicted_ms": constraints.latencies(arch), "params": count_params(arch, q),
+                "flops": count_flops(arch, q, t)}
+
+    return make
+
+
+class _BestSoFar:
+    """TensorBoard scalars of the search itself: best loss so far (and hypervolume for 1 device)."""
+
+    def __init__(self, logdir: Path, constraints: Constraints) -> None:
+        self.logdir = logdir
+        self.writer: Any = None  # opened lazily: Tune pickles the searcher (and this hook)
+        self.constraints = constraints
+        self.best = math.inf
+        self.points: list[tuple[float, float]] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "writer": None}
+
+    def __call__(self, arch: Arch, loss: float, n: int) -> None:
+        if self.writer is None:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.logdir))
+        if math.isfinite(loss):
+            self.best = min(self.best, loss)
+        if math.isfinite(self.best):
+            self.writer.add_scalar("search/best_valid_loss", self.best, n)
+        if math.isfinite(loss):
+            self.writer.add_scalar("search/valid_loss", loss, n)
+            if len(self.constraints.items) == 1:
+                c = self.constraints.items[0]
+                self.points.append((loss, c.predict([arch])[0][0]))
+                self.writer.add_scalar("search/hypervolume", hypervolume(self.points, ref=(None, c.limit_ms)), n)
+        self.writer.flush()
+
+
+def hypervolume(points: list[tuple[float, float]], ref: tuple[float | None, float]) -> float:
+    """2-D hypervolume (minimisation) of (loss, latency) points w.r.t. a reference point; the
+    loss reference defaults to the worst loss seen (+1 %)."""
+    if not points:
+        return 0.0
+    ref_loss = ref[0] if ref[0] is not None else max(p[0] for p in points) * 1.01
+    pts = sorted(p for p in points if p[0] < ref_loss and p[1] < ref[1])
+    volume, best_lat = 0.0, ref[1]
+    for loss, lat in pts:
+        if lat < best_lat:
+            volume += (ref_loss - loss) * (best_lat - lat)
+            best_lat = lat
+    return volume
+
+
+def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[str, Any]],
+               constraints: Constraints, out: str | Path, options: SearchOptions,
+               resume: bool = False, run_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run (or resume) a search; returns the result dict also written to ``out/result.json``.
+    Ray must already be initialised (see hat_ray.cluster / the CLI)."""
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    _check_resume(out, options, resume, run_info or {})
+    engine = make_engine(options.algorithm, space, constraints, options.seed, options.budget, **options.engine_kwargs)
+    log_path = out / "evaluations.jsonl"
+    cache = log_cache(log_path) if resume else {}
+    name = f"hat-ray-search-{uuid.uuid4().hex[:6]}"
+    namespace = ray.get_runtime_context().namespace
+    pool = start_pool(weights, batches, options.scorers, name, options.scorer_cpus, options.threads_per_scorer,
+                      options.use_gpu)
+    started = time.time()
+    try:
+        searcher = EvolutionSearcher(engine, _make_config(space, constraints, f"{name}-pool", namespace),
+                                     max_concurrent=2 * options.scorers, log_path=log_path,
+                                     on_record=_BestSoFar(out / "tb", constraints), cache=cache)
+        _tuner(out, searcher, attempt=_next_attempt(out)).fit()
+        stats = ray.get(pool.stats.remote())
+    finally:
+        ray.kill(pool)
+    result = write_outputs(out, space, engine, constraints, {
+        **(run_info or {}), "algorithm": options.algorithm, "scorers": options.scorers,
+        "wall_seconds": time.time() - started, "scorer_retries": stats["retries"],
+    })
+    return result
+
+
+def _tuner(out: Path, searcher: EvolutionSearcher, attempt: int) -> tune.Tuner:
+    """A fresh Tune experiment per attempt (search, search-2, ...): a resumed search does not
+    depend on Tune's own snapshot; the evaluation log is the source of truth."""
+    trainable = tune.with_resources(score_trial, {"cpu": 0.01})
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, reuse_actors=True,
+                                    max_concurrent_trials=searcher.max_concurrent),
+        run_config=tune.RunConfig(name=EXPERIMENT if attempt == 1 else f"{EXPERIMENT}-{attempt}",
+                                  storage_path=str(out / "tune"), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=2)),
+    )
+
+
+def _next_attempt(out: Path) -> int:
+    tune_dir = out / "tune"
+    if not tune_dir.exists():
+        return 1
+    return 1 + sum(1 for p in tune_dir.iterdir() if p.is_dir() and p.name.startswith(EXPERIMENT))
+
+
+def _check_resume(out: Path, options: SearchOptions, resume: bool, run_info: dict[str, Any]) -> None:
+    cfg_path = out / "search_config.json"
+    current = {"options": asdict(options), **{k: v for k, v in run_info.items() if k in ("supernet", "devices")}}
+    if resume:
+        if not cfg_path.exists():
+            raise HatRayError(f"nothing to resume in {out} (no search_config.json): run without --resume")
+        saved = json.loads(cfg_path.read_text())
+        if saved != json.loads(json.dumps(current)):
+            raise HatRayError(f"{cfg_path} was written with other options; resume with the same options "
+                              "or use a new --out")
+        return
+    if (out / "evaluations.jsonl").exists():
+        raise HatRayError(f"{out} already holds a search: pass --resume to continue it or choose a new --out")
+    atomic_write(cfg_path, lambda tmp: Path(tmp).write_text(json.dumps(current, indent=2)))
+
+

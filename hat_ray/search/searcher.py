@@ -1,0 +1,146 @@
+"""EvolutionSearcher: a thin Ray Tune adapter over a pure search engine (evolution.py).
+
+- Owns concurrency (``set_max_concurrency`` returns True); ``suggest`` returns None at a
+  generation barrier and ``Searcher.FINISHED`` when the engine is done.
+- Survives None / NaN / errored results (the engine records them as failed, never re-asks).
+- ``save``/``restore`` write plain, versioned JSON (engine state, in-flight trials), atomically.
+- Every recorded evaluation is appended (fsync) to an evaluation log. A resumed search builds
+  a fresh engine with the same seed and passes the log as ``cache``: Archs the engine asks for
+  that are in the cache are answered at once, in the engine's own order (so the generational
+  engine retraces the interrupted run exactly), and nothing is evaluated twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray.tune.search import Searcher
+
+from hat_ray.arch import Arch
+from hat_ray.checkpoint import atomic_write
+from hat_ray.search.evolution import Engine
+
+log = logging.getLogger(__name__)
+SEARCHER_VERSION = 1
+
+
+class EvolutionSearcher(Searcher):
+    def __init__(self, engine: Engine, make_config: Callable[[Arch], dict[str, Any]],
+                 max_concurrent: int = 2, log_path: str | Path | None = None,
+                 on_record: Callable[[Arch, float, int], None] | None = None,
+                 cache: dict[Arch, float | None] | None = None,
+                 metric: str = "valid_loss", mode: str = "min") -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.engine = engine
+        self.make_config = make_config
+        self.max_concurrent = max_concurrent
+        self.live: dict[str, Arch] = {}
+        self.log_path = Path(log_path) if log_path else None
+        self.on_record = on_record
+        self.cache = dict(cache or {})
+
+    # ---- Tune protocol ----
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        self.max_concurrent = max_concurrent
+        return True
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return True  # metric and mode are fixed by construction; the space is the engine's
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if len(self.live) >= self.max_concurrent:
+            return None
+        if self.engine.finished:
+            return Searcher.FINISHED
+        arch = self._ask()
+        if arch is None and not self.live and self.engine.pending:
+            # In flight according to a restored state, but no trial carries them: re-queue
+            # (otherwise Tune would poll a searcher that waits forever).
+            self.engine.requeue_pending()
+            arch = self._ask()
+        if arch is None:
+            return Searcher.FINISHED if self.engine.finished else None
+        self.live[trial_id] = arch
+        return self.make_config(arch)
+
+    def _ask(self) -> Arch | None:
+        """Next Arch to evaluate; Archs with a known result (resume cache) are answered here."""
+        arch = self.engine.ask()
+        while arch is not None and arch in self.cache:
+            self.record(arch, self.cache.pop(arch), log_it=False)
+            arch = self.engine.ask()
+        return arch
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        arch = self.live.pop(trial_id, None)
+        if arch is None and result and isinstance(result.get("config"), dict) and "arch" in result["config"]:
+            arch = Arch.from_dict(result["config"]["arch"])  # a trial restored by Tune
+        if arch is None:
+            log.warning("result for unknown trial %s ignored", trial_id)
+            return
+        loss = None
+        if not error and result is not None:
+            value = result.get(self.metric)
+            loss = float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+        self.record(arch, loss)
+
+    def record(self, arch: Arch, loss: float | None, log_it: bool = True) -> None:
+        """Tell the engine and append to the evaluation log (first result per Arch only)."""
+        if arch in self.engine.scores:
+            return
+        self.engine.tell(arch, loss)
+        n = len(self.engine.scores)
+        if self.log_path is not None and log_it:
+            line = json.dumps({"n": n, "key": arch.key(), "arch": arch.to_dict(), "valid_loss": loss,
+                               "time": time.time()})
+            with open(self.log_path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        if self.on_record is not None:
+            self.on_record(arch, self.engine.scores[arch], n)
+
+    # ---- state ----
+    def get_state(self) -> dict[str, Any]:
+        return {"version": SEARCHER_VERSION, "engine": self.engine.state_dict(),
+                "live": {tid: a.to_dict() for tid, a in self.live.items()},
+                "max_concurrent": self.max_concurrent}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if state.get("version") != SEARCHER_VERSION:
+            raise ValueError(f"searcher state version {state.get('version')} != {SEARCHER_VERSION}")
+        self.engine.load_state_dict(state["engine"])
+        self.live = {tid: Arch.from_dict(a) for tid, a in state["live"].items()}
+        self.max_concurrent = state["max_concurrent"]
+
+    def save(self, checkpoint_path: str) -> None:
+        data = json.dumps(self.get_state())
+        atomic_write(checkpoint_path, lambda tmp: Path(tmp).write_text(data, encoding="utf-8"))
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.set_state(json.loads(Path(checkpoint_path).read_text(encoding="utf-8")))
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """Entries of an evaluation log; a torn last line (killed mid-write) is skipped."""
+    out: list[dict[str, Any]] = []
+    if not Path(path).exists():
+        return out
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("skipping a torn line in %s", path)
+    return out
+
+
+def log_cache(path: str | Path) -> dict[Arch, float | None]:
+    """{Arch: loss} of an evaluation log (the resume cache)."""
+    return {Arch.from_dict(e["arch"]): e["valid_loss"] for e in read_log(path)}

@@ -1,0 +1,63 @@
+"""Shared fixtures for search tests: a tiny space, a random SuperTransformer, random batches,
+and a fake latency predictor (FLOPs-proportional)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from hat_ray.data.batching import Batch
+from hat_ray.model.accounting import count_flops
+from hat_ray.model.transformer import EOS, PAD, build_super
+from hat_ray.space import SearchSpace
+
+TINY = {
+    "name": "tiny",
+    "super": {"encoder_embed_dim": 32, "decoder_embed_dim": 32, "encoder_ffn_embed_dim": 64,
+              "decoder_ffn_embed_dim": 64, "encoder_layers": 3, "decoder_layers": 3,
+              "encoder_attention_heads": 4, "decoder_attention_heads": 4, "qkv_dim": 32,
+              "share_embeddings": True, "dropout": 0.1, "attention_dropout": 0.0, "max_positions": 64,
+              "seq_len": 10},
+    "choices": {"encoder_embed_dim": [32, 24], "decoder_embed_dim": [32, 24], "encoder_layers": [3],
+                "decoder_layers": [1, 2, 3], "encoder_ffn_embed_dim": [64, 48, 32],
+                "decoder_ffn_embed_dim": [64, 48, 32], "encoder_self_attention_heads": [4, 2],
+                "decoder_self_attention_heads": [4, 2], "decoder_ende_attention_heads": [4, 2],
+                "decoder_arbitrary_ende_attn": [-1, 1, 2]},
+}
+VOCAB = 40
+
+
+def tiny_space() -> SearchSpace:
+    return SearchSpace.from_dict(TINY)
+
+
+def tiny_super(seed: int = 0):
+    return build_super(tiny_space(), VOCAB, seed=seed).eval()
+
+
+def random_batches(n: int = 3, b: int = 4, s: int = 9, seed: int = 0) -> list[Batch]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        src = torch.randint(4, VOCAB, (b, s), generator=g)
+        src[0, :3] = PAD
+        src[:, -1] = EOS
+        target = torch.randint(4, VOCAB, (b, s), generator=g)
+        target[:, -1] = EOS
+        prev = torch.cat([torch.full((b, 1), EOS), target[:, :-1]], dim=1)
+        out.append(Batch(src, prev, target, int(target.ne(PAD).sum()), np.arange(b)))
+    return out
+
+
+class FakePredictor:
+    """Latency ~ FLOPs of the tiny space (ms), with a 3% 'uncertainty'."""
+
+    device = "fake"
+    space_name = "tiny"
+
+    def predict_with_uncertainty(self, archs):
+        mean = np.array([count_flops(a, 32, 10) / 2e4 for a in archs])
+        return mean, 0.03 * mean
+
+    def predict(self, archs):
+        return self.predict_with_uncertainty(archs)[0]
