@@ -46,7 +46,8 @@ def write_outputs(out: Path, space: SearchSpace, engine: Engine, constraints: Co
     result = {
         "space": space.name, "algorithm": engine.name, "evaluations": len(engine.scores),
         "failed": sum(1 for s in engine.scores.values() if not math.isfinite(s)),
-        "constraints": [{"device": c.device, "limit_ms": c.limit_ms, "margin": c.margin} for c in constraints.items],
+        "constraints": [{"device": c.device, "limit_ms": c.limit_ms if math.isfinite(c.limit_ms) else None,
+                         "margin": c.margin} for c in constraints.items],
         "best": best, "pareto": front, **info,
     }
     frame = trials_frame(engine, space, constraints)
@@ -72,7 +73,8 @@ def pareto_png(frame: pd.DataFrame, front: list[dict[str, Any]], constraints: Co
     if constraints.items:
         dev = constraints.items[0].device
         x, fx, xlabel = ok[f"latency_{dev}"], [c["predicted_ms"][dev] for c in front], f"predicted latency on {dev} (ms)"
-        ax.axvline(constraints.items[0].limit_ms, color="grey", ls="--", lw=1, label="limit")
+        if math.isfinite(constraints.items[0].limit_ms):
+            ax.axvline(constraints.items[0].limit_ms, color="grey", ls="--", lw=1, label="limit")
     else:
         x, fx, xlabel = ok["flops"] / 1e9, [c["flops"] / 1e9 for c in front], "GFLOPs"
     ax.scatter(x, ok["valid_loss"], s=8, alpha=0.4, label="evaluated")

@@ -88,7 +88,7 @@ class _BestSoFar:
             self.writer.add_scalar("search/best_valid_loss", self.best, n)
         if math.isfinite(loss):
             self.writer.add_scalar("search/valid_loss", loss, n)
-            if len(self.constraints.items) == 1:
+            if len(self.constraints.items) == 1 and math.isfinite(self.constraints.items[0].limit_ms):
                 c = self.constraints.items[0]
                 self.points.append((loss, c.predict([arch])[0][0]))
                 self.writer.add_scalar("search/hypervolume", hypervolume(self.points, ref=(None, c.limit_ms)), n)

@@ -1,0 +1,113 @@
+"""`hat-ray search`: evolutionary search on a trained SuperTransformer under latency limits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from hat_ray.errors import HatRayError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="search SubTransformers under latency limits (Ray Tune + scorer actors)")
+    p.add_argument("--supernet", required=True, help="SuperTransformer checkpoint (hat-ray train supernet)")
+    p.add_argument("--data", required=True, help="dataset name or folder (its valid split is scored)")
+    p.add_argument("--data-dir", help="folder already holding the named dataset's files")
+    p.add_argument("--device", action="append", default=[], metavar="PROFILE:LIMIT_MS",
+                   help="latency limit on a device (repeatable); PROFILE alone: no limit (pareto objective)")
+    p.add_argument("--predictor", action="append", default=[], metavar="DEVICE:PRED",
+                   help="latency predictor file per device (hat-ray latency fit)")
+    p.add_argument("--margin", type=float, default=0.0,
+                   help="safety margin in predictor standard deviations (default 0)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--algorithm", choices=("hat", "steady", "random", "pareto"), default="hat")
+    p.add_argument("--budget", type=int, help="max evaluations (default: the algorithm's own end)")
+    p.add_argument("--scorers", type=int, default=2, help="scorer actors (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per scorer (default 1)")
+    p.add_argument("--gpu", action="store_true", help="score on GPUs (one per scorer)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted search in --out")
+    p.add_argument("--address", help="Ray cluster address (default: start a local instance)")
+    p.add_argument("--valid-sentences", type=int, help="score on the first N validation pairs (default all)")
+    p.add_argument("--max-tokens", type=int, default=4096, help="tokens per scoring batch (default 4096)")
+    g = p.add_argument_group("evolution (HAT's defaults)")
+    g.add_argument("--population", type=int, default=125)
+    g.add_argument("--parents", type=int, default=25)
+    g.add_argument("--mutations", type=int, default=50)
+    g.add_argument("--crossovers", type=int, default=50)
+    g.add_argument("--mutation-prob", type=float, default=0.3)
+    g.add_argument("--iterations", type=int, default=30)
+    p.add_argument("--json", action="store_true", help="print result.json")
+    p.set_defaults(func=_run)
+
+
+def parse_devices(specs: list[str]) -> list[tuple[str, float]]:
+    """``PROFILE:LIMIT_MS`` -> (profile, limit); ``PROFILE`` -> (profile, inf)."""
+    out = []
+    for spec in specs:
+        name, sep, limit = spec.partition(":")
+        if not name:
+            raise HatRayError(f"--device {spec!r}: expected PROFILE:LIMIT_MS (e.g. local_cpu:120)")
+        try:
+            value = float(limit) if sep else math.inf
+        except ValueError:
+            raise HatRayError(f"--device {spec!r}: {limit!r} is not a latency in ms") from None
+        if not value > 0:
+            raise HatRayError(f"--device {spec!r}: the limit must be a positive number of ms")
+        out.append((name, value))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise HatRayError("--device lists a device twice: give one limit per device")
+    return out
+
+
+def _engine_kwargs(args: argparse.Namespace) -> dict:
+    if args.algorithm in ("hat", "pareto"):
+        return {"population": args.population, "parents": args.parents, "mutations": args.mutations,
+                "crossovers": args.crossovers, "mutation_prob": args.mutation_prob, "iterations": args.iterations}
+    if args.algorithm == "steady":
+        return {"population": args.population, "parents": args.parents, "mutation_prob": args.mutation_prob}
+    return {}
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.scorers < 1:
+        raise HatRayError(f"--scorers must be at least 1, got {args.scorers}")
+    if args.budget is not None and args.budget < 1:
+        raise HatRayError(f"--budget must be positive, got {args.budget}")
+    if args.algorithm != "pareto" and not args.device:
+        raise HatRayError("give at least one --device PROFILE:LIMIT_MS (or use --algorithm pareto)")
+    if args.parents > args.population or args.parents < 1 or args.iterations < 1:
+        raise HatRayError("evolution needs 1 <= --parents <= --population and --iterations >= 1")
+
+
+def _run(args: argparse.Namespace) -> int:
+    _check(args)
+    devices = parse_devices(args.device)
+    from hat_ray.connect import connect
+    from hat_ray.search.constraints import Constraint, Constraints
+    from hat_ray.search.inputs import load_predictors, load_supernet, validation_batches
+    from hat_ray.search.run import SearchOptions, run_search
+    from hat_ray.search.scorer import pack_batches, pack_weights
+
+    model, space, ckpt = load_supernet(args.supernet)
+    predictors = load_predictors(args.predictor, [d for d, _ in devices], space)
+    constraints = Constraints([Constraint(d, limit, predictors[d], args.margin) for d, limit in devices])
+    batches = validation_batches(ckpt, args.data, args.data_dir, space.super.max_positions, args.max_tokens,
+                                 args.valid_sentences, source=args.supernet)
+    options = SearchOptions(algorithm=args.algorithm, budget=args.budget, scorers=args.scorers, seed=args.seed,
+                            threads_per_scorer=args.threads, use_gpu=args.gpu, engine_kwargs=_engine_kwargs(args))
+    connect(args.address)
+    info = {"supernet": str(args.supernet), "devices": [[d, lim if math.isfinite(lim) else None] for d, lim in devices],
+            "data": args.data, "valid_batches": len(batches)}
+    result = run_search(space, pack_weights(model), pack_batches(batches), constraints, args.out, options,
+                        resume=args.resume, run_info=info)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        best = result["best"]
+        lat = ", ".join(f"{d} {ms:.1f} ms" for d, ms in best["predicted_ms"].items())
+        print(f"best of {result['evaluations']} evaluations: valid loss {best['valid_loss']:.4f} bits, {lat}, "
+              f"{best['params'] / 1e6:.2f} M params -> {args.out}/result.json")
+    return 0
