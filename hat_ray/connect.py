@@ -49,6 +49,8 @@ def connect(address: str | None = None, num_cpus: int | None = None, dashboard_h
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise HatRayError(f"cannot connect to the Ray cluster at {address}: {' '.join(str(exc).split())[:200]}") from None
         return ray
+    if include_dashboard is None and os.environ.get("HAT_RAY_DASHBOARD", "1") == "0":
+        include_dashboard = False  # e.g. tests: saves the dashboard's start-up time
     ray.init(num_cpus=num_cpus, include_dashboard=include_dashboard, dashboard_host=dashboard_host,
              log_to_driver=False)
     log.info("started a local Ray instance (dashboard on %s)", dashboard_host)

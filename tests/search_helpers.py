@@ -61,3 +61,46 @@ class FakePredictor:
 
     def predict(self, archs):
         return self.predict_with_uncertainty(archs)[0]
+
+
+def write_supernet_checkpoint(path, seed: int = 0):
+    """A tiny SuperTransformer checkpoint with a real sentencepiece tokenizer trained on the
+    synthetic corpus (the checkpoint format `hat-ray train supernet` writes)."""
+    import json as _json
+
+    from hat_ray.checkpoint import make_checkpoint, save_checkpoint
+    from hat_ray.data.synthetic import synthetic_split
+    from hat_ray.data.tokenizer import SentencePieceTokenizer
+
+    corpus = synthetic_split("train", size=600)
+    tok = SentencePieceTokenizer.train([*corpus.src, *corpus.tgt], vocab_size=300)
+    space = tiny_space()
+    model = build_super(space, tok.vocab_size, seed=seed).eval()
+    save_checkpoint(path, make_checkpoint(model, space, meta={"note": _json.dumps("test")},
+                                          tokenizer=tok.to_state()))
+    return model, tok
+
+
+def write_fake_predictor(path, n: int = 120, seed: int = 0):
+    """A real LatencyPredictor fit on FakePredictor 'measurements' of tiny-space Archs."""
+    import json as _json
+
+    import pandas as pd
+
+    from hat_ray.arch import FEATURE_NAMES
+    from hat_ray.latency.dataset import LatencyDataset
+    from hat_ray.latency.predictor import LatencyPredictor
+
+    space = tiny_space()
+    rng = np.random.default_rng(seed)
+    archs = list(dict.fromkeys(space.sample(rng) for _ in range(n)))
+    lat = FakePredictor().predict(archs)
+    rows = []
+    for arch, ms in zip(archs, lat):
+        row = {"space": "tiny", "device": "fake", "arch_key": arch.key(), "arch": _json.dumps(arch.to_dict()),
+               "source": "test", "latency_ms": float(ms), "encoder_ms": 0.1 * float(ms), "decoder_ms": 0.9 * float(ms)}
+        row.update(dict(zip(FEATURE_NAMES, arch.features())))
+        rows.append(row)
+    pred = LatencyPredictor.fit(LatencyDataset(pd.DataFrame(rows), source="fake"), space=space, device="fake")
+    pred.save(path)
+    return pred

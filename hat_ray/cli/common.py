@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +39,23 @@ def load_arch(path: str | Path, space: SearchSpace | None = None) -> Arch:
     return arch
 
 
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to file descriptor 1 (Python prints, Ray's and Tune's C++ and
+    child-process output) to stderr for the duration, so stdout carries only our result."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=False))
 
 
-__all__ = ["ArchError", "ConfigError", "HatRayError", "load_arch", "print_json", "read_yaml"]
+__all__ = ["ArchError", "ConfigError", "HatRayError", "load_arch", "print_json", "read_yaml", "stdout_to_stderr"]

@@ -17,6 +17,9 @@ COMMANDS = (
     "space_cmd",
     "arch_cmd",
     "import_hat_cmd",
+    "search_cmd",
+    "train_cmd",
+    "evaluate_cmd",
 )
 
 

@@ -98,11 +98,19 @@ def _run(args: argparse.Namespace) -> int:
                                  args.valid_sentences, source=args.supernet)
     options = SearchOptions(algorithm=args.algorithm, budget=args.budget, scorers=args.scorers, seed=args.seed,
                             threads_per_scorer=args.threads, use_gpu=args.gpu, engine_kwargs=_engine_kwargs(args))
-    connect(args.address)
     info = {"supernet": str(args.supernet), "devices": [[d, lim if math.isfinite(lim) else None] for d, lim in devices],
             "data": args.data, "valid_batches": len(batches)}
-    result = run_search(space, pack_weights(model), pack_batches(batches), constraints, args.out, options,
-                        resume=args.resume, run_info=info)
+    import ray
+
+    from hat_ray.cli.common import stdout_to_stderr
+
+    with stdout_to_stderr():  # Ray and Tune print progress; stdout is for the result only
+        try:
+            connect(args.address)
+            result = run_search(space, pack_weights(model), pack_batches(batches), constraints, args.out, options,
+                                resume=args.resume, run_info=info)
+        finally:
+            ray.shutdown()
     if args.json:
         print(json.dumps(result, indent=2))
     else:

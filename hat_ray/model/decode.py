@@ -91,12 +91,14 @@ def _select(top_scores: Tensor, top_idx: Tensor, vocab: int, k: int, step: int, 
     order, nxt, kept = [], [], []
     for s in range(top_scores.shape[0]):
         live = 0
-        for score, idx in zip(top_scores[s].tolist(), top_idx[s].tolist()):
+        for rank, (score, idx) in enumerate(zip(top_scores[s].tolist(), top_idx[s].tolist())):
             row, tok = s * k + idx // vocab, idx % vocab
             if score == float("-inf"):
                 break
             if tok == EOS:
-                if len(finished[s]) < k:
+                # fairseq's rule: only an EOS among the top K candidates ends a hypothesis;
+                # lower-ranked EOS candidates would fill the finished slots with poor, short ones.
+                if rank < k and len(finished[s]) < k:
                     hyp = tokens[row, 1:].tolist()
                     finished[s].append((score / (step + 1) ** lenpen, hyp))
             elif live < k:

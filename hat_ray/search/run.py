@@ -13,9 +13,11 @@ Outputs in ``out``::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -116,6 +118,7 @@ def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[s
     """Run (or resume) a search; returns the result dict also written to ``out/result.json``.
     Ray must already be initialised (see hat_ray.cluster / the CLI)."""
     out = Path(out).resolve()
+    _check_capacity(options)
     out.mkdir(parents=True, exist_ok=True)
     _check_resume(out, options, resume, run_info or {})
     engine = make_engine(options.algorithm, space, constraints, options.seed, options.budget, **options.engine_kwargs)
@@ -130,7 +133,8 @@ def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[s
         searcher = EvolutionSearcher(engine, _make_config(space, constraints, f"{name}-pool", namespace),
                                      max_concurrent=2 * options.scorers, log_path=log_path,
                                      on_record=_BestSoFar(out / "tb", constraints), cache=cache)
-        _tuner(out, searcher, attempt=_next_attempt(out)).fit()
+        with contextlib.redirect_stdout(sys.stderr):  # keep stdout for results (--json)
+            _tuner(out, searcher, attempt=_next_attempt(out)).fit()
         stats = ray.get(pool.stats.remote())
     finally:
         ray.kill(pool)
@@ -144,7 +148,8 @@ def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[s
 def _tuner(out: Path, searcher: EvolutionSearcher, attempt: int) -> tune.Tuner:
     """A fresh Tune experiment per attempt (search, search-2, ...): a resumed search does not
     depend on Tune's own snapshot; the evaluation log is the source of truth."""
-    trainable = tune.with_resources(score_trial, {"cpu": 0.01})
+    # Trials only route a candidate to the pool: they hold no CPU (the scorers do).
+    trainable = tune.with_resources(score_trial, {"cpu": 0, "memory": 2**20})  # Tune needs a non-empty bundle
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, reuse_actors=True,
@@ -160,6 +165,18 @@ def _next_attempt(out: Path) -> int:
     if not tune_dir.exists():
         return 1
     return 1 + sum(1 for p in tune_dir.iterdir() if p.is_dir() and p.name.startswith(EXPERIMENT))
+
+
+def _check_capacity(options: SearchOptions) -> None:
+    """Fail fast instead of leaving scorer actors pending forever."""
+    total = ray.cluster_resources()
+    need, have = options.scorers * options.scorer_cpus, total.get("CPU", 0.0)
+    if need > have:
+        raise HatRayError(f"{options.scorers} scorers need {need:g} CPUs but the cluster has {have:g}: "
+                          f"use --scorers {max(1, int(have // options.scorer_cpus))} or add nodes")
+    if options.use_gpu and options.scorers > total.get("GPU", 0.0):
+        raise HatRayError(f"{options.scorers} GPU scorers need {options.scorers} GPUs but the cluster has "
+                          f"{total.get('GPU', 0):g}: drop --gpu or use fewer --scorers")
 
 
 def _check_resume(out: Path, options: SearchOptions, resume: bool, run_info: dict[str, Any]) -> None:

@@ -24,7 +24,6 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from hat_ray.arch import Arch
-from hat_ray.checkpoint import atomic_write
 from hat_ray.search.evolution import Engine
 
 log = logging.getLogger(__name__)
@@ -121,8 +120,9 @@ class EvolutionSearcher(Searcher):
         self.max_concurrent = state["max_concurrent"]
 
     def save(self, checkpoint_path: str) -> None:
-        data = json.dumps(self.get_state())
-        atomic_write(checkpoint_path, lambda tmp: Path(tmp).write_text(data, encoding="utf-8"))
+        # Tune already writes to a temporary path and renames it (and syncs the folder while
+        # we write): a second temp file of ours in that folder would race with its copy.
+        Path(checkpoint_path).write_text(json.dumps(self.get_state()), encoding="utf-8")
 
     def restore(self, checkpoint_path: str) -> None:
         self.set_state(json.loads(Path(checkpoint_path).read_text(encoding="utf-8")))

@@ -1,0 +1,1 @@
+"""Corpora, named datasets (download + cache), synthetic corpus, tokenizers, batching."""

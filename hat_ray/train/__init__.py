@@ -1,0 +1,1 @@
+"""Training (supernet / subnet), checkpoints and resume, Ray Train data parallelism, evaluation."""

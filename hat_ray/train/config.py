@@ -1,0 +1,89 @@
+"""TrainConfig: every knob of a training run, as plain data (saved in checkpoints)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from hat_ray.errors import ConfigError
+from hat_ray.train.schedule import SCHEDULES, Schedule
+
+MODES = ("supernet", "subnet")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Defaults follow HAT's IWSLT recipe scaled to CPU runs (inverse-sqrt, warmup, clip 25)."""
+
+    mode: str = "supernet"  # "supernet": one sampled Arch per update; "subnet": one fixed Arch
+    max_updates: int | None = None
+    max_minutes: float | None = None  # wall-clock budget (training + validation + saving)
+    max_tokens: int = 4096  # padded tokens per batch (per worker, per micro-batch)
+    update_freq: int = 1  # micro-batches accumulated per update (per worker)
+    schedule: str = "inverse_sqrt"
+    lr: float = 5e-4
+    warmup_updates: int = 4000
+    warmup_init_lr: float = 1e-7
+    min_lr: float = 1e-7
+    clip_norm: float = 25.0  # 0: no clipping (the norm is still logged)
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98
+    adam_eps: float = 1e-8
+    label_smoothing: float = 0.1
+    seed: int = 1
+    sandwich: bool = False  # each update: largest + smallest + one sampled Arch (supernet only)
+    validate_every: int = 1000  # updates; 0: only at the end
+    save_every: int = 1000  # updates; 0: only at the end
+    keep_last: int = 5  # numbered model-only checkpoints kept for averaging
+    log_every: int = 100
+    progress: bool = True
+    tensorboard: bool = True
+    trace: bool = False  # per-rank JSONL of Archs and gradient hashes (tests / debugging)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.mode not in MODES:
+            problems.append(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.max_updates is None and self.max_minutes is None:
+            problems.append("give --max-updates or --max-minutes (or both)")
+        for name in ("max_tokens", "update_freq", "log_every"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_updates is not None and self.max_updates < 0:
+            problems.append(f"max_updates must be >= 0, got {self.max_updates}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            problems.append(f"max_minutes must be > 0, got {self.max_minutes}")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.schedule == "cosine" and self.max_updates is None:
+            problems.append("the cosine schedule needs --max-updates (its horizon); use inverse_sqrt with a time budget")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.lr <= 0 or self.warmup_updates < 0:
+            problems.append("lr must be > 0 and warmup_updates >= 0")
+        if self.sandwich and self.mode != "supernet":
+            problems.append("the sandwich rule applies to supernet training only")
+        if problems:
+            raise ConfigError("training configuration", problems)
+
+    def schedule_fn(self) -> Schedule:
+        return Schedule(self.schedule, self.lr, self.warmup_updates, self.warmup_init_lr, self.min_lr,
+                        self.max_updates)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+# Settings that change which batches or Archs a resumed run sees: a resume with different values
+# still runs, but is no longer an exact continuation (logged).
+EXACT_RESUME_KEYS = ("max_tokens", "update_freq", "seed", "sandwich", "schedule", "lr", "warmup_updates",
+                     "label_smoothing")

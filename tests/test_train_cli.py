@@ -1,0 +1,135 @@
+"""`hat-ray train supernet|subnet`: runs, resume, inherited weights, one-line errors that destroy nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from hat_ray.checkpoint import load_checkpoint, model_from_checkpoint
+from hat_ray.cli.main import main
+from hat_ray.data.synthetic import synthetic_split
+from hat_ray.model.extract import extract_subnet
+from hat_ray.space import SearchSpace
+
+TINY = {
+    "name": "tiny",
+    "super": {"encoder_embed_dim": 32, "decoder_embed_dim": 32, "encoder_ffn_embed_dim": 64,
+              "decoder_ffn_embed_dim": 64, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
+              "decoder_attention_heads": 2, "qkv_dim": 32, "max_positions": 128, "dropout": 0.1},
+    "choices": {"encoder_embed_dim": [32, 24], "decoder_embed_dim": [32, 24], "encoder_layers": [2],
+                "decoder_layers": [1, 2], "encoder_ffn_embed_dim": [64, 32], "decoder_ffn_embed_dim": [64, 32],
+                "encoder_self_attention_heads": [2, 1], "decoder_self_attention_heads": [2, 1],
+                "decoder_ende_attention_heads": [2, 1], "decoder_arbitrary_ende_attn": [-1, 1]},
+}
+FAST = ["--max-tokens", "300", "--warmup-updates", "2", "--vocab-size", "350", "--log-every", "1", "--threads", "1",
+        "--validate-every", "2", "--save-every", "2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    data = root / "data"
+    data.mkdir()
+    for split, n in (("train", 300), ("valid", 30)):
+        c = synthetic_split(split, size=n)
+        (data / f"{split}.src").write_text("\n".join(c.src) + "\n")
+        (data / f"{split}.tgt").write_text("\n".join(c.tgt) + "\n")
+    return root
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def supernet(env, out, *extra):
+    return ["train", "supernet", "--space", env / "tiny.yaml", "--data", env / "data", "--out", out, *FAST, *extra]
+
+
+def test_supernet_run_resume_and_guards(env, capsys):
+    out = env / "super"
+    code, stdout, err = run(capsys, *supernet(env, out, "--max-updates", "4", "--json"))
+    assert code == 0, err
+    assert json.loads(stdout)["update"] == 4
+    assert (out / "tb").is_dir() and any((out / "tb").iterdir())
+    before = (out / "checkpoint_last.pt").read_bytes()
+    code, _, err = run(capsys, *supernet(env, out, "--max-updates", "6"))  # no --resume: refuse, keep the run
+    assert code == 2 and err.count("\n") == 1 and "--resume" in err
+    assert (out / "checkpoint_last.pt").read_bytes() == before
+    code, stdout, err = run(capsys, *supernet(env, out, "--max-updates", "6", "--resume"))
+    assert code == 0, err and "trained 6 updates" in stdout
+    updates = [json.loads(x)["update"] for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert updates == [1, 2, 3, 4, 5, 6]
+    assert load_checkpoint(out / "checkpoint_last.pt")["progress"]["update"] == 6
+
+
+def test_subnet_inherits_supernet_weights(env, capsys):
+    code, _, err = run(capsys, *supernet(env, env / "sup2", "--max-updates", "2"))
+    assert code == 0, err
+    space = SearchSpace.from_dict(TINY)
+    arch = space.smallest()
+    (env / "arch.yaml").write_text(yaml.safe_dump(arch.to_hat()))  # HAT's YAML keys are accepted too
+    super_ckpt = env / "sup2" / "checkpoint_last.pt"
+    code, _, err = run(capsys, "train", "subnet", "--arch", env / "arch.yaml", "--space", env / "tiny.yaml",
+                       "--data", env / "data", "--out", env / "sub", "--init-from", super_ckpt, "--max-updates", "0",
+                       *FAST)
+    assert code == 0, err
+    sub = load_checkpoint(env / "sub" / "checkpoint_last.pt")
+    assert sub["kind"] == "subnet" and sub["arch"] == arch.to_dict()
+    assert sub["tokenizer"] == load_checkpoint(super_ckpt)["tokenizer"]
+    want = extract_subnet(model_from_checkpoint(load_checkpoint(super_ckpt))[0], arch).state_dict()
+    assert all(torch.equal(sub["model"][k], want[k]) for k in want)
+    code, _, err = run(capsys, "train", "subnet", "--arch", env / "arch.yaml", "--space", env / "tiny.yaml",
+                       "--data", env / "data", "--out", env / "sub2", "--init-from", env / "sub" / "checkpoint_last.pt",
+                       "--max-updates", "1", *FAST)
+    assert code == 2 and "must be a SuperTransformer" in err
+
+
+@pytest.mark.parametrize("case", ["resume-nothing", "bad-corpus", "missing-data-dir", "bad-arch", "no-budget",
+                                  "unknown-data"])
+def test_bad_input_is_one_line_exit_2(env, capsys, tmp_path, case):
+    args = supernet(env, tmp_path / "out", "--max-updates", "1")
+    if case == "resume-nothing":
+        args.append("--resume")
+    elif case == "bad-corpus":
+        bad = tmp_path / "bad"
+        bad.mkdir()
+        (bad / "train.src").write_text("a\nb\n")
+        (bad / "train.tgt").write_text("A\n")
+        (bad / "valid.src").write_text("a\n")
+        (bad / "valid.tgt").write_text("A\n")
+        args[args.index("--data") + 1] = bad
+    elif case == "missing-data-dir":
+        args += ["--data", "multi30k", "--data-dir", tmp_path / "nowhere"]
+    elif case == "bad-arch":
+        (tmp_path / "arch.yaml").write_text(yaml.safe_dump({**SearchSpace.load("demo").largest().to_dict()}))
+        args = ["train", "subnet", "--arch", tmp_path / "arch.yaml", *args[2:]]
+    elif case == "no-budget":
+        args = supernet(env, tmp_path / "out")
+    else:
+        args += ["--data", "no_such_dataset"]
+    code, _, err = run(capsys, *args)
+    assert code == 2 and err.startswith("hat-ray: error:") and err.count("\n") == 1, err
+    assert not (tmp_path / "out" / "checkpoint_last.pt").exists()
+    expected = {"resume-nothing": "no checkpoint to resume", "bad-corpus": "train.src has 2 lines but",
+                "missing-data-dir": "does not exist", "bad-arch": "does not fit", "no-budget": "--max-updates",
+                "unknown-data": "not a dataset name"}[case]
+    assert expected in err
+
+
+def test_spec_paths_are_absolute(env, monkeypatch):
+    """Ray Train workers run in another working directory; evaluate may run from anywhere."""
+    from pathlib import Path
+
+    from hat_ray.train.config import TrainConfig
+    from hat_ray.train.run import DataOptions, make_spec
+
+    monkeypatch.chdir(env)
+    spec = make_spec(SearchSpace.from_dict(TINY), TrainConfig(max_updates=1), DataOptions("data", vocab_size=350),
+                     "relative_out")
+    assert Path(spec.out) == env / "relative_out" and Path(spec.data_info["data"]) == env / "data"

@@ -1,0 +1,74 @@
+"""Label-smoothed CE, validation loss in bits, learning-rate schedules, arch sampling per update."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hat_ray.data.batching import Batch
+from hat_ray.model.transformer import PAD
+from hat_ray.space import SearchSpace
+from hat_ray.train.loss import label_smoothed_nll_loss, validation_loss
+from hat_ray.train.schedule import Schedule
+from hat_ray.train.trainer import archs_for_update
+
+
+def test_label_smoothed_loss_matches_definition():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=g)
+    target = torch.randint(4, 11, (3, 5), generator=g)
+    target[1, 3:] = PAD
+    loss, nll = label_smoothed_nll_loss(logits, target, eps=0.1)
+    keep = target.ne(PAD)
+    lp = F.log_softmax(logits, -1)[keep]
+    t = target[keep]
+    want_nll = -lp.gather(1, t[:, None]).sum()
+    want = 0.9 * want_nll - 0.1 / 11 * lp.sum()
+    torch.testing.assert_close(nll, want_nll)
+    torch.testing.assert_close(loss, want)
+    # fairseq's smoothing equals torch's label_smoothing (uniform over the vocabulary)
+    ref = F.cross_entropy(logits.view(-1, 11), target.view(-1), ignore_index=PAD, label_smoothing=0.1, reduction="sum")
+    torch.testing.assert_close(loss, ref)
+
+
+class _Const(torch.nn.Module):
+    """Uniform logits over V: the loss is log2(V) bits per token whatever the smoothing."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, src, prev, arch=None):
+        return torch.zeros(*prev.shape, self.vocab)
+
+
+def test_validation_loss_is_bits_per_token_and_restores_mode():
+    target = torch.tensor([[5, 6, 2], [7, 2, PAD]])
+    batch = Batch(target, target, target, 5, np.arange(2))
+    model = _Const(16).train()
+    assert validation_loss(model, None, [batch, batch]) == pytest.approx(4.0)
+    assert model.training
+
+
+def test_schedules():
+    s = Schedule("inverse_sqrt", lr=1e-3, warmup_updates=100, warmup_init_lr=0.0)
+    assert s.lr_at(50) == pytest.approx(5e-4) and s.lr_at(100) == pytest.approx(1e-3)
+    assert s.lr_at(400) == pytest.approx(5e-4)
+    c = Schedule("cosine", lr=1e-3, warmup_updates=10, min_lr=1e-7, max_updates=110)
+    assert c.lr_at(10) == pytest.approx(1e-3) and c.lr_at(60) == pytest.approx((1e-3 + 1e-7) / 2)
+    assert c.lr_at(110) == pytest.approx(1e-7) and c.lr_at(500) == pytest.approx(1e-7)
+    with pytest.raises(ValueError, match="horizon"):
+        Schedule("cosine")
+
+
+def test_arch_of_an_update_depends_only_on_seed_and_update():
+    space = SearchSpace.load("demo")
+    seq = [archs_for_update(space, 7, u)[0] for u in range(1, 30)]
+    assert seq == [archs_for_update(space, 7, u)[0] for u in range(1, 30)]
+    assert len(set(seq)) > 20 and all(space.contains(a) for a in seq)
+    assert archs_for_update(space, 7, 5, sandwich=True) == [space.largest(), space.smallest(), seq[4]]
+    assert math.isclose(len({a.decoder_layers for a in seq}), 4)

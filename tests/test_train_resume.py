@@ -1,0 +1,115 @@
+"""Exact resume: an interrupted run continues bit-identically (batches, Archs, Adam, weights)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hat_ray.data.batching import encode_corpus
+from hat_ray.data.synthetic import synthetic_split
+from hat_ray.data.tokenizer import SentencePieceTokenizer
+from hat_ray.errors import DataError
+from hat_ray.model.transformer import build_super
+from hat_ray.space import SearchSpace
+from hat_ray.train.config import TrainConfig
+from hat_ray.train.state import LAST, load_resume, numbered_checkpoints
+from hat_ray.train.trainer import Trainer
+
+TINY = {
+    "name": "tiny",
+    "super": {"encoder_embed_dim": 32, "decoder_embed_dim": 32, "encoder_ffn_embed_dim": 64,
+              "decoder_ffn_embed_dim": 64, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
+              "decoder_attention_heads": 2, "qkv_dim": 32, "max_positions": 128, "dropout": 0.1},
+    "choices": {"encoder_embed_dim": [32, 24], "decoder_embed_dim": [32, 24], "encoder_layers": [2],
+                "decoder_layers": [1, 2], "encoder_ffn_embed_dim": [64, 32], "decoder_ffn_embed_dim": [64, 32],
+                "encoder_self_attention_heads": [2, 1], "decoder_self_attention_heads": [2, 1],
+                "decoder_ende_attention_heads": [2, 1], "decoder_arbitrary_ende_attn": [-1, 1]},
+}
+N = 6
+
+
+@pytest.fixture(scope="module")
+def setup():
+    space = SearchSpace.from_dict(TINY)
+    train, valid = synthetic_split("train", size=300), synthetic_split("valid", size=40)
+    tok = SentencePieceTokenizer.train([*train.src, *train.tgt], 400)
+    return space, tok, encode_corpus(train, tok, 128), encode_corpus(valid, tok, 128)
+
+
+def make(setup, out, seed_model=0, **cfg):
+    space, tok, train, valid = setup
+    config = TrainConfig(max_updates=N, max_tokens=400, update_freq=2, warmup_updates=3, lr=2e-3, validate_every=3,
+                         save_every=2, log_every=1, progress=False, tensorboard=False, **cfg)
+    model = build_super(space, tok.vocab_size, seed=seed_model)
+    return Trainer(model, space, config, train, valid, out=out, checkpoint_extra={"tokenizer": tok.to_state()})
+
+
+def record(into):
+    def callback(trainer, stats):
+        into[stats["update"]] = (stats["loss"], stats["archs"], trainer.position)
+    return callback
+
+
+def params(trainer):
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def _crash_at(n, exc):
+    def callback(trainer, stats):
+        if stats["update"] == n:
+            raise exc
+    return callback
+
+
+@pytest.mark.parametrize("interrupt", ["crash", "ctrl-c"])
+def test_interrupted_run_resumes_bit_identically(setup, tmp_path, interrupt):
+    straight, steps = make(setup, tmp_path / "a"), {}
+    straight.train(record(steps))
+    want = params(straight)
+
+    out = tmp_path / "b"
+    first = make(setup, out)
+    if interrupt == "crash":  # dies after update 5: the last periodic checkpoint is update 4
+        with pytest.raises(RuntimeError):
+            first.train(_crash_at(5, RuntimeError("killed")))
+        resumed_at = 4
+    else:  # Ctrl-C after update 3: the loop saves update 3 before the interrupt propagates
+        with pytest.raises(KeyboardInterrupt):
+            first.train(_crash_at(3, KeyboardInterrupt()))
+        resumed_at = 3
+    ckpt = load_resume(out)
+    assert ckpt["progress"]["update"] == resumed_at
+    second, after = make(setup, out, seed_model=99), {}  # different init: restore must overwrite it
+    second.restore(ckpt)
+    second.train(record(after))
+
+    assert sorted(after) == list(range(resumed_at + 1, N + 1))
+    for u in after:
+        assert after[u] == steps[u], f"update {u} differs after resume"
+    got = params(second)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    s_opt, r_opt = straight.opt.state_dict()["state"], second.opt.state_dict()["state"]
+    assert all(torch.equal(s_opt[i]["exp_avg_sq"], r_opt[i]["exp_avg_sq"]) for i in s_opt)
+    logged = [json.loads(x)["update"] for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, N + 1))  # replayed updates are not logged twice
+
+
+def test_checkpoint_files_and_resume_errors(setup, tmp_path):
+    trainer = make(setup, tmp_path, keep_last=2)
+    summary = trainer.train()
+    assert summary["update"] == N and "valid_loss_largest" in summary and "valid_loss_smallest" in summary
+    assert [p.name for p in numbered_checkpoints(tmp_path)] == ["checkpoint_u0000004.pt", "checkpoint_u0000006.pt"]
+    ckpt = torch.load(tmp_path / LAST, weights_only=True)
+    assert {"optimizer", "progress", "tokenizer", "train_config"} <= set(ckpt) and ckpt["kind"] == "supernet"
+    assert json.loads((tmp_path / "summary.json").read_text())["update"] == N
+    with pytest.raises(DataError, match="no checkpoint to resume from"):
+        load_resume(tmp_path / "empty")
+    other = make(setup, tmp_path / "x", mode="subnet")
+    with pytest.raises(DataError, match="from supernet training, not subnet"):
+        other.restore(ckpt)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / LAST).write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="corrupted"):
+        load_resume(tmp_path / "broken")
