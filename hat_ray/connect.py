@@ -18,7 +18,8 @@ from hat_ray.errors import HatRayError
 log = logging.getLogger(__name__)
 
 
-def _probe(address: str, timeout: float = 3.0) -> None:
+def check_address(address: str, timeout: float = 3.0) -> None:
+    """Fail in seconds (HatRayError) when nothing listens at a Ray address."""
     if address == "auto" or address.startswith("local"):
         return
     parsed = urlparse(address if "://" in address else f"tcp://{address}")
@@ -43,7 +44,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, dashboard_h
         return ray
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        _probe(address)
+        check_address(address)
         try:
             ray.init(address=address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:

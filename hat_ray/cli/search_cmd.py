@@ -85,7 +85,10 @@ def _check(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> int:
     _check(args)
     devices = parse_devices(args.device)
-    from hat_ray.connect import connect
+    from hat_ray.connect import check_address, connect
+
+    if args.address:
+        check_address(args.address)  # before minutes of loading
     from hat_ray.search.constraints import Constraint, Constraints
     from hat_ray.search.inputs import load_predictors, load_supernet, validation_batches
     from hat_ray.search.run import SearchOptions, run_search
