@@ -20,6 +20,7 @@ COMMANDS = (
     "search_cmd",
     "train_cmd",
     "evaluate_cmd",
+    "latency_cmd",
 )
 
 

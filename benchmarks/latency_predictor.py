@@ -1,0 +1,104 @@
+"""Latency predictors on HAT's real device data (../shared/data/hat_latency).
+
+For each device (Raspberry Pi 4, Xeon E5-2640, TITAN Xp): fit on rows 0:1800, evaluate on the
+held-out rows 1800:2000, for hat-ray's default predictor and HAT's recipe (hat-mlp, 5000 Adam
+steps). Then few-shot transfer: fit on Xeon, adapt with k random Pi rows from 0:1800 (5 seeds
+per k), evaluate on Pi rows 1800:2000. Prints a JSON result and the markdown tables used in
+BENCHMARKS.md.
+
+    python benchmarks/latency_predictor.py [--data ../shared/data/hat_latency] [--no-mlp] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hat_ray.latency import DeviceProfile, LatencyDataset, LatencyPredictor, latency_metrics
+
+FILES = {"raspberrypi4": "wmt14ende_cpu_raspberrypi.csv.gz", "xeon_e5_2640": "wmt14ende_cpu_xeon.csv.gz",
+         "titanxp": "wmt14ende_gpu_titanxp.csv.gz"}
+HAT_REFERENCE = {"raspberrypi4": (2.7, 0.947), "xeon_e5_2640": (4.5, 0.892), "titanxp": (2.9, 0.837)}
+TARGET = {"raspberrypi4": 2.0, "xeon_e5_2640": 4.0, "titanxp": 2.5}
+
+
+def evaluate(predictor: LatencyPredictor, data: LatencyDataset, check_device: bool = True) -> dict[str, float]:
+    test = data.rows("1800:2000")
+    m = latency_metrics(predictor.predict_dataset(test, check_device=check_device), test.latency())
+    return {k: round(float(v), 3) for k, v in m.items()}
+
+
+def table(folder: Path, mlp: bool) -> dict[str, Any]:
+    out = {}
+    for device, name in FILES.items():
+        data = LatencyDataset.load(folder / name)
+        row: dict[str, Any] = {}
+        t0 = time.time()
+        row["default"] = evaluate(LatencyPredictor.fit(data.rows("0:1800")), data)
+        row["default"]["fit_s"] = round(time.time() - t0, 1)
+        if mlp:
+            t0 = time.time()
+            norm = DeviceProfile.load(device).latency_normaliser_ms
+            row["hat-mlp"] = evaluate(LatencyPredictor.fit(data.rows("0:1800"), model="hat-mlp", normaliser_ms=norm), data)
+            row["hat-mlp"]["fit_s"] = round(time.time() - t0, 1)
+        out[device] = row
+    return out
+
+
+def few_shot(folder: Path, ks: tuple[int, ...] = (0, 10, 20, 50, 100, 200), seeds: int = 5) -> dict[str, Any]:
+    base = LatencyPredictor.fit(LatencyDataset.load(folder / FILES["xeon_e5_2640"]).rows("0:1800"))
+    pi = LatencyDataset.load(folder / FILES["raspberrypi4"])
+    pool = pi.rows("0:1800")
+    curve = {}
+    for k in ks:
+        if k == 0:  # zero-shot: Xeon's predictor as is
+            curve[k] = {"mape": [evaluate(base, pi, check_device=False)["mape"]]}
+            continue
+        runs = []
+        for seed in range(seeds):
+            rows = np.sort(np.random.default_rng(seed).choice(len(pool), k, replace=False))
+            runs.append(evaluate(base.adapt(pool.subset(rows), seed=seed), pi))
+        curve[k] = {"mape": [r["mape"] for r in runs], "kendall_tau": [r["kendall_tau"] for r in runs]}
+    scratch = {}
+    for k in (50, 200):
+        rows = np.sort(np.random.default_rng(0).choice(len(pool), k, replace=False))
+        scratch[k] = evaluate(LatencyPredictor.fit(pool.subset(rows)), pi)["mape"]
+    return {"curve": curve, "pi_from_scratch_seed0": scratch}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = ["| device | model | MAPE % | within 5% | within 10% | Kendall tau | RMSE ms | target MAPE |",
+             "|---|---|---|---|---|---|---|---|"]
+    for device, row in result["table"].items():
+        ref = HAT_REFERENCE[device]
+        lines.append(f"| {device} | HAT recipe (spec's re-run) | {ref[0]} | | | {ref[1]} | | |")
+        for model, m in row.items():
+            lines.append(f"| {device} | {model} | {m['mape']:.2f} | {m['within_5']:.1f} | {m['within_10']:.1f} | "
+                         f"{m['kendall_tau']:.3f} | {m['rmse_ms']:.1f} | {'< ' + str(TARGET[device]) if model == 'default' else ''} |")
+    lines += ["", "| k Pi rows | MAPE % (mean over seeds) | min | max |", "|---|---|---|---|"]
+    for k, c in result["few_shot"]["curve"].items():
+        lines.append(f"| {k} | {np.mean(c['mape']):.2f} | {min(c['mape']):.2f} | {max(c['mape']):.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/hat_latency")
+    parser.add_argument("--no-mlp", action="store_true", help="skip HAT's recipe (5000 steps per device)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    result = {"table": table(args.data, not args.no_mlp), "few_shot": few_shot(args.data)}
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

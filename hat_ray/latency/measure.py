@@ -1,0 +1,281 @@
+"""measure(arch, profile): HAT's latency protocol on a static random-weight model (pure torch).
+
+Protocol (spec section 4): batch ``batch``, source length ``src_len`` (the space's seq_len by
+default), fp32. Encoder: ``warmup`` untimed forwards, then timed forwards. Decoder: each timed
+run is ``tgt_len`` incremental steps (one token per step with cached keys/values) on
+``batch * beam`` rows, INCLUDING the full-vocabulary output projection. Latency does not
+depend on weight values, so the model is built directly with random weights.
+
+Better statistics than HAT's trimmed mean alone: per part the median, trimmed mean (HAT's
+10-90% band), std, IQR and coefficient of variation (std / mean). Disturbance handling:
+
+* CPU drop-outs (``min_cpu_share > 0``): a timed run whose CPU share (CPU time of the timing
+  thread / wall time; with several threads, process CPU time / (wall x threads)) falls below the
+  threshold was preempted by another process; it is dropped and replaced, up to ``max_runs``.
+* Spread: when a part's CV exceeds ``max_cv`` the whole part is re-measured, at most
+  ``max_attempts`` times in all; the attempt with the smallest CV is kept and ``disturbed`` is
+  set when even that one is above ``max_cv``.
+
+GPU parts are timed with CUDA events after synchronisation. No Ray here: probes call this.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+
+import hat_ray
+from hat_ray.arch import FEATURE_NAMES, Arch
+from hat_ray.errors import DeviceError
+from hat_ray.latency.profile import DeviceProfile, Protocol
+from hat_ray.model.transformer import ModelConfig, Transformer, reorder_encoder_out
+from hat_ray.space import SearchSpace
+
+log = logging.getLogger(__name__)
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+PARTS = ("encoder", "decoder")
+
+
+def measure(arch: Arch, profile: DeviceProfile, space: SearchSpace, *, vocab: int | None = None,
+            seed: int = 0) -> dict[str, Any]:
+    """Measure ``arch`` on this machine with ``profile``'s protocol.
+
+    Returns one flat record (the LatencyDataset columns, see dataset.COLUMNS): ``latency_ms`` =
+    encoder + decoder in ms by the profile's statistic, per-part statistics (ms), the machine
+    state (CPU frequency MHz, 1-min load, temperature C where psutil can read them, and
+    ``others_cpu_share``: the share of the machine's CPU capacity other processes used while it
+    measured, 0..1, a contention indicator), versions,
+    host and timestamps (epoch s). ``node_id``/``ray_version`` are left None (probes fill them).
+    Raises ArchError when ``arch`` is outside ``space``'s latency space, DeviceError when the
+    profile's device is not available here.
+    """
+    space.latency_space().check(arch)
+    device = _torch_device(profile)
+    proto = profile.protocol
+    vocab = vocab or proto.vocab
+    src_len = proto.src_len or space.super.seq_len
+    tgt_len = proto.tgt_len or src_len
+    started = time.time()
+    contention = _Contention()
+    with _threads(profile.threads):
+        model = _build(space, arch, vocab, seed, device, _DTYPES[profile.dtype])
+        with torch.inference_mode():
+            encode, decode = _workloads(model, proto, vocab, src_len, tgt_len, seed, device)
+            timer = _cuda_timer if device.type == "cuda" else _cpu_timer(profile.threads)
+            stats = {"encoder": _time_part(encode, proto, timer), "decoder": _time_part(decode, proto, timer)}
+    record = _record(arch, profile, space, stats, vocab)
+    record.update(machine_state(), others_cpu_share=contention.others_share())
+    record.update(started_at=started, finished_at=time.time())
+    return record
+
+
+def _torch_device(profile: DeviceProfile) -> torch.device:
+    if profile.device == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device profile {profile.name} needs CUDA but torch.cuda.is_available() is False here")
+    return torch.device(profile.device)
+
+
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """Fix torch's intra-op thread count for the measurement (0 = leave PyTorch's default)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _build(space: SearchSpace, arch: Arch, vocab: int, seed: int, device: torch.device,
+           dtype: torch.dtype) -> Transformer:
+    """Static random-weight model of exactly ``arch`` (global RNG state left untouched)."""
+    base = ModelConfig.for_space(space.latency_space(), vocab, vocab)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Transformer(ModelConfig.for_arch(base, arch), arch=arch)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def _workloads(model: Transformer, proto: Protocol, vocab: int, src_len: int, tgt_len: int,
+               seed: int, device: torch.device) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """The encoder forward and the decoder's ``tgt_len`` incremental steps on beam rows."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = proto.batch * proto.beam
+    src = torch.randint(4, vocab, (proto.batch, src_len), generator=gen).to(device)  # (B, S), no padding
+    prefix = torch.randint(4, vocab, (rows, tgt_len), generator=gen).to(device)  # (B*beam, T)
+    order = torch.arange(proto.batch, device=device).repeat_interleave(proto.beam)
+    enc = reorder_encoder_out(model.encode(src), order)  # (B*beam, S, E) per layer
+
+    def encode() -> Any:
+        return model.encode(src)
+
+    def decode() -> Any:
+        state: dict[str, Any] = {}
+        for t in range(1, tgt_len + 1):
+            logits = model.decode(prefix[:, :t], enc, state=state)  # (B*beam, 1, V)
+        return logits
+
+    return encode, decode
+
+
+# ---- timing ----
+Timer = Callable[[Callable[[], Any]], tuple[float, float]]  # fn -> (ms, cpu share or nan)
+
+
+def _cpu_timer(threads: int) -> Timer:
+    single = threads == 1
+
+    def timer(fn: Callable[[], Any]) -> tuple[float, float]:
+        cpu0 = time.thread_time_ns() if single else time.process_time_ns()
+        t0 = time.perf_counter_ns()
+        fn()
+        wall = time.perf_counter_ns() - t0
+        cpu = (time.thread_time_ns() if single else time.process_time_ns()) - cpu0
+        share = cpu / max(wall, 1) / (1 if single else max(threads or torch.get_num_threads(), 1))
+        return wall / 1e6, share
+
+    return timer
+
+
+def _cuda_timer(fn: Callable[[], Any]) -> tuple[float, float]:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return float(start.elapsed_time(end)), float("nan")
+
+
+def _time_part(fn: Callable[[], Any], proto: Protocol, timer: Timer) -> dict[str, float]:
+    """Warm up, then time until ``runs`` undisturbed runs; re-measure (bounded) on high CV."""
+    for _ in range(proto.warmup):
+        fn()
+    best: dict[str, float] | None = None
+    for attempt in range(1, proto.max_attempts + 1):
+        kept, dropped = [], 0
+        for _ in range(proto.max_runs):
+            ms, share = timer(fn)
+            if proto.min_cpu_share and share < proto.min_cpu_share and dropped < proto.max_runs - proto.runs:
+                dropped += 1
+                continue
+            kept.append(ms)
+            if len(kept) == proto.runs:
+                break
+        stats = summarize(kept, proto.band)
+        stats.update(attempts=attempt, dropped=dropped)
+        if best is None or stats["cv"] < best["cv"]:
+            best = stats
+        if stats["cv"] <= proto.max_cv:
+            break
+        log.debug("spread %.3f above max_cv %.3f: re-measuring (attempt %d)", stats["cv"], proto.max_cv, attempt)
+    assert best is not None
+    best["attempts"] = attempt
+    return best
+
+
+def summarize(times_ms: list[float], band: tuple[float, float] = (0.1, 0.9)) -> dict[str, float]:
+    """Statistics of timed runs (ms): median, HAT's trimmed mean (sorted, keep the
+    ``[int(n*low), int(n*high))`` band), std, IQR, CV = std / mean, min and the run count."""
+    t = np.sort(np.asarray(times_ms, dtype=float))
+    n = len(t)
+    lo = int(n * band[0])
+    hi = max(int(n * band[1]), lo + 1)
+    mean = float(t.mean())
+    return {
+        "median_ms": float(np.median(t)),
+        "trimmed_mean_ms": float(t[lo:hi].mean()),
+        "std_ms": float(t.std()),
+        "iqr_ms": float(np.subtract(*np.percentile(t, [75, 25]))),
+        "cv": float(t.std() / mean) if mean > 0 else 0.0,
+        "min_ms": float(t[0]),
+        "runs": n,
+    }
+
+
+def _record(arch: Arch, profile: DeviceProfile, space: SearchSpace, stats: dict[str, dict[str, float]],
+            vocab: int) -> dict[str, Any]:
+    stat = f"{profile.protocol.statistic}_ms"
+    rec: dict[str, Any] = {
+        "space": space.name, "device": profile.name, "arch_key": arch.key(),
+        "arch": json.dumps(arch.to_dict(), sort_keys=True), "source": "hat-ray",
+    }
+    rec.update(zip(FEATURE_NAMES, arch.features(), strict=True))
+    rec["encoder_ms"], rec["decoder_ms"] = stats["encoder"][stat], stats["decoder"][stat]
+    rec["latency_ms"] = rec["encoder_ms"] + rec["decoder_ms"]
+    for part in PARTS:
+        for key, value in stats[part].items():
+            rec[f"{part}_{key}"] = value
+    rec["disturbed"] = any(stats[p]["cv"] > profile.protocol.max_cv for p in PARTS)
+    rec.update(statistic=profile.protocol.statistic, protocol=json.dumps(asdict(profile.protocol)),
+               vocab=vocab, threads=torch.get_num_threads() if not profile.threads else profile.threads,
+               dtype=profile.dtype)
+    return rec
+
+
+class _Contention:
+    """Share of the machine's CPU capacity used by OTHER processes since construction
+    (system-wide busy time minus this process's, over wall time x CPUs); None if unreadable."""
+
+    def __init__(self) -> None:
+        try:
+            import psutil
+
+            self._proc = psutil.Process()
+            self._start = (time.monotonic(), _busy(psutil.cpu_times()), _own(self._proc))
+        except Exception:  # noqa: BLE001 - best effort
+            self._proc = None
+
+    def others_share(self) -> float | None:
+        if self._proc is None:
+            return None
+        import psutil
+
+        wall0, busy0, own0 = self._start
+        wall = (time.monotonic() - wall0) * (psutil.cpu_count() or 1)
+        others = (_busy(psutil.cpu_times()) - busy0) - (_own(self._proc) - own0)
+        return float(min(max(others / wall, 0.0), 1.0)) if wall > 0 else None
+
+
+def _busy(t: Any) -> float:
+    return float(sum(getattr(t, k, 0.0) for k in ("user", "nice", "system", "irq", "softirq", "steal")))
+
+
+def _own(proc: Any) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
+def machine_state() -> dict[str, Any]:
+    """Host, versions, CPU frequency (MHz), 1-minute load and the hottest sensor (C) where
+    readable; missing values are None."""
+    state: dict[str, Any] = {
+        "host": socket.gethostname(), "pid": os.getpid(), "node_id": None, "platform": platform.machine(),
+        "torch_version": torch.__version__, "hat_ray_version": hat_ray.__version__,
+        "python_version": platform.python_version(), "ray_version": None,
+        "cpu_freq_mhz": None, "load_1m": None, "temperature_c": None,
+    }
+    try:
+        import psutil
+
+        freq = psutil.cpu_freq()
+        state["cpu_freq_mhz"] = float(freq.current) if freq else None
+        state["load_1m"] = float(psutil.getloadavg()[0])
+        temps = psutil.sensors_temperatures() if hasattr(psutil, "sensors_temperatures") else {}
+        currents = [t.current for entries in temps.values() for t in entries if t.current]
+        state["temperature_c"] = float(max(currents)) if currents else None
+    except Exception as exc:  # noqa: BLE001 - sensors are best effort on every platform
+        log.debug("machine state not fully readable: %s", exc)
+    return state

@@ -1,0 +1,56 @@
+"""Predictor files: one ``.npz`` of plain arrays plus a JSON metadata string; no pickle.
+
+Written atomically (temp file + rename); read with ``allow_pickle=False``, so a file can hold
+nothing but numeric arrays and text. A missing, truncated, foreign or newer file is a DataError
+naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hat_ray.checkpoint import atomic_write
+from hat_ray.errors import DataError
+
+_META = "__meta__"
+
+
+def save_predictor(path: str | Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Write ``meta`` (JSON-serialisable) and ``arrays`` (numeric) to ``path`` atomically."""
+    text = json.dumps(meta, sort_keys=True)
+    payload = {_META: np.array(text)}
+    for name, value in arrays.items():
+        arr = np.asarray(value)
+        if arr.dtype == object:
+            raise TypeError(f"predictor array {name!r} is not numeric")
+        payload[name] = arr
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **payload)
+
+    atomic_write(path, write)
+
+
+def load_predictor(path: str | Path, fmt: str, version: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read a predictor file; returns (meta, arrays)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"latency predictor {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz[_META]))
+            arrays = {name: npz[name] for name in npz.files if name != _META}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise DataError(f"{path} is not a hat-ray latency predictor or is corrupted ({detail})") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise DataError(f"{path} is not a hat-ray latency predictor")
+    if int(meta.get("version", 0)) > version:
+        raise DataError(f"{path} was written by a newer hat-ray (predictor version {meta['version']}); upgrade hat-ray")
+    return meta, arrays

@@ -1,0 +1,309 @@
+"""LatencyProbe actors (one per device node) and fault-tolerant, resumable collection.
+
+Placement: a probe asks for ONE unit of its profile's resource (``device:rpi4``; nodes declare
+exactly 1), the profile's CPUs (capped at what the node has) and, for CUDA profiles, one GPU,
+and is pinned to its node with a hard NodeAffinity (plus the profile's label selector). The
+resource unit makes it exclusive: no second probe measures on that board at the same time.
+
+:func:`collect` checks the cluster first (DeviceError listing the devices present when one is
+missing: never a pending request that waits forever), skips (arch key, device) pairs the output
+already holds, spreads the rest over every node of each device in parallel, and appends each
+record to the dataset's journal as it arrives (fsync per row). A probe whose actor or node
+dies has its arch re-queued for the remaining probes of that device (nodes that joined since
+are used too); when a device has none left, the collection stops with a DeviceError after
+writing everything measured so far. Re-running resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from hat_ray.arch import Arch
+from hat_ray.cluster import DeviceNode, describe_devices, device_nodes, require_devices
+from hat_ray.errors import ConfigError, DeviceError, HatRayError
+from hat_ray.latency.dataset import JournalWriter, LatencyDataset, journal_path
+from hat_ray.latency.profile import DeviceProfile
+from hat_ray.space import SearchSpace
+
+log = logging.getLogger(__name__)
+_LOST = (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError, ray.exceptions.WorkerCrashedError,
+         ray.exceptions.ObjectLostError, ray.exceptions.NodeDiedError)
+
+
+class LatencyProbe:
+    """Measures Archs on the node it runs on (wrapped by ``ray.remote`` in :func:`start_probe`)."""
+
+    def __init__(self, profile: dict[str, Any], space: dict[str, Any], vocab: int | None) -> None:
+        self.profile = DeviceProfile.from_dict(profile, source="probe profile")
+        self.space = SearchSpace.from_dict(space, source="probe space")
+        self.vocab = vocab
+
+    def where(self) -> dict[str, Any]:
+        import os
+        import socket
+
+        return {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid()}
+
+    def measure(self, arch: dict[str, Any]) -> dict[str, Any]:
+        from hat_ray.latency.measure import measure
+
+        record = measure(Arch.from_dict(arch), self.profile, self.space, vocab=self.vocab)
+        record.update(node_id=ray.get_runtime_context().get_node_id(), ray_version=ray.__version__)
+        return record
+
+
+_RemoteProbe = ray.remote(max_restarts=0, max_task_retries=0)(LatencyProbe)
+
+
+def start_probe(profile: DeviceProfile, node: DeviceNode, space: SearchSpace, vocab: int | None) -> Any:
+    """A probe actor pinned to ``node``, holding one unit of the device resource."""
+    options: dict[str, Any] = {
+        "resources": {profile.ray.resource: 1},
+        "num_cpus": min(profile.ray.num_cpus, node.cpus),
+        "num_gpus": 1 if profile.device == "cuda" else 0,
+        "scheduling_strategy": NodeAffinitySchedulingStrategy(node.node_id, soft=False),
+    }
+    if profile.ray.label:
+        options["label_selector"] = dict(profile.ray.label)
+    return _RemoteProbe.options(**options).remote(profile.to_dict(), space.to_dict(), vocab)
+
+
+@dataclass
+class CollectSummary:
+    """What a collection did, per device name."""
+
+    measured: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, list[str]] = field(default_factory=dict)  # arch keys that raised on the probe
+    lost_nodes: dict[str, list[str]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"measured": self.measured, "skipped": self.skipped, "failed": self.failed,
+                "lost_nodes": self.lost_nodes, "seconds": round(self.seconds, 1)}
+
+
+Progress = Callable[[str, int, int], None]  # (device, done, total)
+
+
+def collect(archs: Sequence[Arch], profiles: Sequence[DeviceProfile], space: SearchSpace, out: str | Path, *,
+            vocab: int | None = None, progress: Progress | None = None, startup_timeout_s: float = 120.0,
+            task_timeout_s: float | None = None, max_failures: int = 2) -> CollectSummary:
+    """Measure every (arch, profile) pair not yet in ``out`` on the connected cluster; see the
+    module docstring. Returns the summary; DeviceError when a device has (or is left with) no
+    node; rows measured before that are kept in ``out``."""
+    t0 = time.time()
+    out = Path(out)
+    if out.suffix != ".parquet":
+        raise ConfigError("latency collect", [f"--out must be a .parquet dataset, got {out.name!r}"])
+    latency_space = space.latency_space()
+    for arch in archs:
+        latency_space.check(arch)
+    done = _existing_keys(out, space.name)
+    unique = list({a.key(): a for a in archs}.values())
+    todo = {p.name: [a for a in unique if (a.key(), p.name) not in done] for p in profiles}
+    summary = CollectSummary(skipped={p.name: len(unique) - len(todo[p.name]) for p in profiles})
+    active = [p for p in profiles if todo[p.name]]
+    if not active:
+        return summary
+    nodes = require_devices(active)  # fails fast, before any actor is requested
+    run = _Collection(active, space, vocab, nodes, todo, summary, progress, startup_timeout_s,
+                      task_timeout_s, max_failures)
+    with JournalWriter(out) as writer:
+        try:
+            run.loop(writer)
+        finally:
+            run.stop()
+    LatencyDataset.compact(out)
+    summary.seconds = time.time() - t0
+    return summary
+
+
+def _existing_keys(out: Path, space_name: str) -> set[tuple[str, str]]:
+    if not out.is_file() and not journal_path(out).is_file():
+        return set()
+    existing = LatencyDataset.load(out)
+    other = sorted(set(existing.frame["space"].dropna()) - {space_name})
+    if other:
+        raise ConfigError(str(out), [f"holds rows of search space {', '.join(other)}, not {space_name}: "
+                                     "use another --out"])
+    return existing.keys()
+
+
+@dataclass(eq=False)
+class _Probe:
+    device: str
+    node: DeviceNode
+    handle: Any
+    busy: bool = False
+
+
+class _Collection:
+    """The dispatch loop of :func:`collect` (driver side, single-threaded)."""
+
+    def __init__(self, profiles: Sequence[DeviceProfile], space: SearchSpace, vocab: int | None,
+                 nodes: dict[str, list[DeviceNode]], todo: dict[str, list[Arch]], summary: CollectSummary,
+                 progress: Progress | None, startup_timeout_s: float, task_timeout_s: float | None,
+                 max_failures: int) -> None:
+        self.profiles = {p.name: p for p in profiles}
+        self.space, self.vocab, self.nodes = space, vocab, nodes
+        self.queues = {name: deque(todo[name]) for name in self.profiles}
+        self.totals = {name: len(todo[name]) for name in self.profiles}
+        self.summary, self.progress = summary, progress
+        self.startup_timeout_s, self.task_timeout_s, self.max_failures = startup_timeout_s, task_timeout_s, max_failures
+        self.probes: dict[str, list[_Probe]] = {name: [] for name in self.profiles}
+        self.tried_nodes: dict[str, set[str]] = {name: set() for name in self.profiles}
+        self.inflight: dict[Any, tuple[_Probe, Arch, float]] = {}
+        self.failures: dict[tuple[str, str], int] = {}
+        self.written: set[tuple[str, str]] = set()
+        for name in self.profiles:
+            summary.measured.setdefault(name, 0)
+
+    def loop(self, writer: JournalWriter) -> None:
+        started = self._start(self.nodes)
+        for name, count in started.items():
+            if not count:
+                raise DeviceError(f"device {name}: no probe started on its nodes within {self.startup_timeout_s:.0f} s "
+                                  "(are they busy with another collection?)")
+        self._dispatch_idle()
+        while self.inflight:
+            ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=1.0)
+            if not ready:
+                self._check_timeouts()
+                continue
+            probe, arch, _ = self.inflight.pop(ready[0])
+            probe.busy = False
+            try:
+                record = ray.get(ready[0])
+            except _LOST as exc:
+                self._lost(probe, arch, exc)
+                continue
+            except ray.exceptions.RayTaskError as exc:
+                self._failed(probe, arch, exc)
+            else:
+                self._write(writer, probe, arch, record)
+            self._dispatch(probe)
+        lost = [name for name, queue in self.queues.items() if queue]
+        if lost:
+            left = ", ".join(f"{name}: {len(self.queues[name])} archs" for name in lost)
+            raise DeviceError(f"every node of device {', '.join(lost)} was lost ({left} not measured; rows "
+                              f"measured so far are saved: rerun to resume); the cluster now has: "
+                              f"{describe_devices(_devices_now())}")
+
+    def _start(self, nodes: dict[str, list[DeviceNode]]) -> dict[str, int]:
+        """Start probes on the given nodes (per device) not tried yet, all at once, and wait
+        until they answer. Returns how many started per device."""
+        starting = {}
+        for name, device_nodes_ in nodes.items():
+            for node in device_nodes_:
+                if node.node_id in self.tried_nodes[name]:
+                    continue
+                self.tried_nodes[name].add(node.node_id)
+                probe = _Probe(name, node, start_probe(self.profiles[name], node, self.space, self.vocab))
+                starting[probe.handle.where.remote()] = probe
+        started = dict.fromkeys(nodes, 0)
+        if not starting:
+            return started
+        ready, pending = ray.wait(list(starting), num_returns=len(starting), timeout=self.startup_timeout_s)
+        for ref in pending:
+            probe = starting[ref]
+            log.warning("probe for %s on node %s did not start in time: skipped", probe.device, probe.node.node_id[:8])
+            ray.kill(probe.handle, no_restart=True)
+        for ref in ready:
+            probe = starting[ref]
+            try:
+                where = ray.get(ref)
+            except (*_LOST, ray.exceptions.RayTaskError) as exc:
+                log.warning("probe for %s on node %s failed to start: %s", probe.device, probe.node.node_id[:8],
+                            _first_line(exc))
+                continue
+            log.info("probe for %s on node %s (%s, pid %s)", probe.device, where["node_id"][:8], where["host"],
+                     where["pid"])
+            self.probes[probe.device].append(probe)
+            started[probe.device] += 1
+        return started
+
+    def _dispatch(self, probe: _Probe) -> None:
+        queue = self.queues[probe.device]
+        if probe.busy or not queue or probe not in self.probes[probe.device]:
+            return
+        arch = queue.popleft()
+        probe.busy = True
+        self.inflight[probe.handle.measure.remote(arch.to_dict())] = (probe, arch, time.time())
+
+    def _dispatch_idle(self, device: str | None = None) -> None:
+        for name, probes in self.probes.items():
+            if device is None or name == device:
+                for probe in list(probes):
+                    self._dispatch(probe)
+
+    def _write(self, writer: JournalWriter, probe: _Probe, arch: Arch, record: dict[str, Any]) -> None:
+        key = (arch.key(), probe.device)
+        if key in self.written:  # a retried arch that had in fact finished: keep the first row
+            return
+        writer.append(record)
+        self.written.add(key)
+        self.summary.measured[probe.device] += 1
+        if self.progress is not None:
+            self.progress(probe.device, self.summary.measured[probe.device], self.totals[probe.device])
+
+    def _lost(self, probe: _Probe, arch: Arch, exc: Exception) -> None:
+        name = probe.device
+        log.warning("lost the %s probe on node %s (%s): re-queueing %s", name, probe.node.node_id[:8],
+                    type(exc).__name__, arch.key())
+        self.probes[name].remove(probe)
+        self.summary.lost_nodes.setdefault(name, []).append(probe.node.node_id)
+        ray.kill(probe.handle, no_restart=True)
+        self.queues[name].appendleft(arch)
+        if not self.probes[name]:  # nodes that joined since the start can take over
+            self._start({name: device_nodes(self.profiles[name])})
+        self._dispatch_idle(name)
+
+    def _failed(self, probe: _Probe, arch: Arch, exc: ray.exceptions.RayTaskError) -> None:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, DeviceError):  # the node cannot run this profile at all: stop now
+            raise DeviceError(f"{probe.device} probe on node {probe.node.node_id[:8]}: {cause}") from None
+        if isinstance(cause, HatRayError):
+            raise cause
+        key = (probe.device, arch.key())
+        self.failures[key] = self.failures.get(key, 0) + 1
+        log.warning("measuring %s on %s failed (%d/%d): %s", arch.key(), probe.device, self.failures[key],
+                    self.max_failures, _first_line(exc))
+        if self.failures[key] < self.max_failures:
+            self.queues[probe.device].append(arch)
+        else:
+            self.summary.failed.setdefault(probe.device, []).append(arch.key())
+
+    def _check_timeouts(self) -> None:
+        if self.task_timeout_s is None:
+            return
+        now = time.time()
+        for probe, arch, started in list(self.inflight.values()):
+            if now - started > self.task_timeout_s and probe.busy:
+                log.warning("%s on %s ran over %.0f s: killing its probe", arch.key(), probe.device, self.task_timeout_s)
+                ray.kill(probe.handle, no_restart=True)  # its task then fails as lost and is re-queued
+
+    def stop(self) -> None:
+        for probes in self.probes.values():
+            for probe in probes:
+                ray.kill(probe.handle, no_restart=True)
+
+
+def _devices_now() -> dict[str, int]:
+    from hat_ray.cluster import cluster_devices
+
+    return cluster_devices()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

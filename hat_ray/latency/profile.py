@@ -1,0 +1,226 @@
+"""DeviceProfile: how and where one kind of device is measured.
+
+File format (``device_profiles/*.yaml``)::
+
+    name: raspberrypi4
+    description: "..."
+    device: cpu                  # torch device type: cpu | cuda
+    dtype: float32               # float32 | float16 | bfloat16
+    threads: 4                   # torch intra-op threads; 0 = PyTorch's default
+    ray:
+      resource: "device:rpi4"    # custom resource marking its nodes (1 per node: a probe holds it)
+      label: {device: rpi4}      # optional node labels the probe also requires
+      num_cpus: 4                # CPUs the probe holds on its node (keeps other work off it)
+      local: false               # true: `collect` without --address may declare it on this machine
+    protocol:
+      batch: 1
+      beam: 5
+      src_len: null              # null: the search space's seq_len (30 WMT, 23 IWSLT)
+      tgt_len: null              # decoder steps; null: src_len
+      vocab: 32768               # rows of the output projection (HAT's WMT14 En-De joined dict)
+      warmup: 5                  # untimed runs per part
+      runs: 20                   # timed runs kept per part
+      max_runs: 40               # cap when disturbed runs are dropped and replaced
+      band: [0.1, 0.9]           # trimmed-mean band (HAT: 10-90%)
+      statistic: trimmed_mean    # what latency_ms reports: trimmed_mean (HAT) | median
+      max_cv: 0.1                # spread above this = machine disturbed: re-measure
+      max_attempts: 3            # bounded re-measurement
+      min_cpu_share: 0.0         # CPU drop-out detector (CPU only, 0 = off); see measure.py
+    latency_normaliser_ms: 5000  # HAT's predictor target scale for this device
+
+Validation reports every problem at once (ConfigError), like search spaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hat_ray.errors import ConfigError
+from hat_ray.resources import resolve_named_yaml
+
+_DEVICES = ("cpu", "cuda")
+_DTYPES = ("float32", "float16", "bfloat16")
+_STATISTICS = ("trimmed_mean", "median")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The measurement protocol (HAT section 4 plus the disturbance handling)."""
+
+    batch: int = 1
+    beam: int = 5
+    src_len: int | None = None
+    tgt_len: int | None = None
+    vocab: int = 32768
+    warmup: int = 5
+    runs: int = 20
+    max_runs: int = 40
+    band: tuple[float, float] = (0.1, 0.9)
+    statistic: str = "trimmed_mean"
+    max_cv: float = 0.1
+    max_attempts: int = 3
+    min_cpu_share: float = 0.0
+
+
+@dataclass(frozen=True)
+class RayPlacement:
+    """Where probes for this device run: nodes carrying ``resource`` (and ``label``)."""
+
+    resource: str
+    label: Mapping[str, str] = field(default_factory=dict)
+    num_cpus: float = 1.0
+    local: bool = False
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """A validated device profile. Build with :meth:`load` or :meth:`from_dict`."""
+
+    name: str
+    device: str
+    dtype: str
+    threads: int
+    ray: RayPlacement
+    protocol: Protocol
+    latency_normaliser_ms: float
+    description: str = ""
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> DeviceProfile:
+        """Load a bundled profile by name (``raspberrypi4``) or a YAML file path."""
+        try:
+            path = resolve_named_yaml("device_profiles", str(name_or_path))
+        except FileNotFoundError as exc:
+            raise ConfigError("device profile", [str(exc)]) from None
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(str(path), [f"not valid YAML ({' '.join(str(exc).split())})"]) from None
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "device profile") -> DeviceProfile:
+        """Validate a plain dict; ConfigError lists every problem."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(source, [f"expected a mapping at top level, got {type(data).__name__}"])
+        problems: list[str] = []
+        known = {"name", "description", "device", "dtype", "threads", "ray", "protocol", "latency_normaliser_ms"}
+        problems += [f"unknown top-level key {k!r} (allowed: {sorted(known)})" for k in data if k not in known]
+        problems += [f"missing top-level key {k!r}" for k in ("name", "device", "ray", "latency_normaliser_ms")
+                     if k not in data]
+        name = data.get("name")
+        if "name" in data and (not isinstance(name, str) or not name):
+            problems.append(f"name must be a non-empty string, got {name!r}")
+        device = data.get("device", "cpu")
+        if device not in _DEVICES:
+            problems.append(f"device must be one of {list(_DEVICES)}, got {device!r}")
+        dtype = data.get("dtype", "float32")
+        if dtype not in _DTYPES:
+            problems.append(f"dtype must be one of {list(_DTYPES)}, got {dtype!r}")
+        threads = data.get("threads", 0)
+        if not _is_int(threads) or threads < 0:
+            problems.append(f"threads must be an integer >= 0 (0 = PyTorch default), got {threads!r}")
+        norm = data.get("latency_normaliser_ms")
+        if "latency_normaliser_ms" in data and not _is_pos_number(norm):
+            problems.append(f"latency_normaliser_ms must be a positive number, got {norm!r}")
+        placement = _parse_ray(data.get("ray"), problems) if "ray" in data else None
+        protocol = _parse_protocol(data.get("protocol", {}), problems)
+        if problems:
+            raise ConfigError(source, problems)
+        assert placement is not None and protocol is not None
+        return cls(name, device, dtype, int(threads), placement, protocol, float(norm),
+                   str(data.get("description", "")))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict that :meth:`from_dict` accepts (round trip)."""
+        out = asdict(self)
+        out["ray"]["label"] = dict(self.ray.label)
+        out["protocol"]["band"] = list(self.protocol.band)
+        return out
+
+    def with_protocol(self, **changes: Any) -> DeviceProfile:
+        """A copy with some protocol fields changed (validated again)."""
+        data = self.to_dict()
+        data["protocol"].update(changes)
+        return DeviceProfile.from_dict(data, source=f"{self.name} (overridden)")
+
+    def with_placement(self, **changes: Any) -> DeviceProfile:
+        return replace(self, ray=replace(self.ray, **changes))
+
+
+def _parse_ray(raw: Any, problems: list[str]) -> RayPlacement | None:
+    if not isinstance(raw, Mapping):
+        problems.append(f"ray must be a mapping, got {type(raw).__name__}")
+        return None
+    start = len(problems)
+    allowed = {"resource", "label", "num_cpus", "local"}
+    problems += [f"ray: unknown key {k!r} (allowed: {sorted(allowed)})" for k in raw if k not in allowed]
+    resource = raw.get("resource")
+    if not isinstance(resource, str) or not resource or resource in ("CPU", "GPU", "memory"):
+        problems.append(f"ray.resource must name a custom resource such as 'device:rpi4', got {resource!r}")
+    label = raw.get("label", {}) or {}
+    if not isinstance(label, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in label.items()):
+        problems.append(f"ray.label must map label names to string values, got {label!r}")
+    num_cpus = raw.get("num_cpus", 1)
+    if not isinstance(num_cpus, (int, float)) or isinstance(num_cpus, bool) or num_cpus < 0:
+        problems.append(f"ray.num_cpus must be a number >= 0, got {num_cpus!r}")
+    local = raw.get("local", False)
+    if not isinstance(local, bool):
+        problems.append(f"ray.local must be true or false, got {local!r}")
+    if len(problems) > start:
+        return None
+    return RayPlacement(resource, dict(label), float(num_cpus), local)
+
+
+def _parse_protocol(raw: Any, problems: list[str]) -> Protocol | None:
+    if not isinstance(raw, Mapping):
+        problems.append(f"protocol must be a mapping, got {type(raw).__name__}")
+        return None
+    start = len(problems)
+    defaults = asdict(Protocol())
+    problems += [f"protocol: unknown key {k!r} (allowed: {sorted(defaults)})" for k in raw if k not in defaults]
+    v = {**defaults, **{k: raw[k] for k in raw if k in defaults}}
+    for key in ("batch", "beam", "vocab", "runs", "max_runs", "max_attempts"):
+        if not _is_int(v[key]) or v[key] < 1:
+            problems.append(f"protocol.{key} must be a positive integer, got {v[key]!r}")
+    if not _is_int(v["warmup"]) or v["warmup"] < 0:
+        problems.append(f"protocol.warmup must be an integer >= 0, got {v['warmup']!r}")
+    for key in ("src_len", "tgt_len"):
+        if v[key] is not None and (not _is_int(v[key]) or v[key] < 1):
+            problems.append(f"protocol.{key} must be a positive integer or null, got {v[key]!r}")
+    if _is_int(v["vocab"]) and v["vocab"] < 8:
+        problems.append(f"protocol.vocab must be at least 8 (special tokens), got {v['vocab']!r}")
+    if _is_int(v["runs"]) and _is_int(v["max_runs"]) and v["max_runs"] < v["runs"]:
+        problems.append(f"protocol.max_runs ({v['max_runs']}) must be >= protocol.runs ({v['runs']})")
+    band = v["band"]
+    if (not isinstance(band, (list, tuple)) or len(band) != 2 or not all(_is_number(b) for b in band)
+            or not 0 <= band[0] < band[1] <= 1):
+        problems.append(f"protocol.band must be [low, high] with 0 <= low < high <= 1, got {band!r}")
+    if v["statistic"] not in _STATISTICS:
+        problems.append(f"protocol.statistic must be one of {list(_STATISTICS)}, got {v['statistic']!r}")
+    if not _is_pos_number(v["max_cv"]):
+        problems.append(f"protocol.max_cv must be a positive number, got {v['max_cv']!r}")
+    if not _is_number(v["min_cpu_share"]) or not 0 <= v["min_cpu_share"] <= 1:
+        problems.append(f"protocol.min_cpu_share must be a number in [0, 1], got {v['min_cpu_share']!r}")
+    if len(problems) > start:
+        return None
+    v["band"] = (float(band[0]), float(band[1]))
+    v["max_cv"], v["min_cpu_share"] = float(v["max_cv"]), float(v["min_cpu_share"])
+    return Protocol(**v)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_pos_number(value: Any) -> bool:
+    return _is_number(value) and value > 0

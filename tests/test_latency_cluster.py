@@ -1,0 +1,144 @@
+"""LatencyProbe placement and fault tolerance on a simulated cluster (ray.cluster_utils.Cluster).
+
+Three worker nodes marked as two devices: two `device:alpha` nodes (labelled device=alpha) and
+one `device:beta` node. Every node is this machine, so the profiles use a tiny local_cpu-style
+protocol (1 run, 2 decoder steps, 64-token vocabulary) on small demo-space Archs: the test
+checks placement and fault handling, not timing.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from hat_ray.errors import DeviceError
+from hat_ray.latency import DeviceProfile, LatencyDataset
+from hat_ray.space import SearchSpace
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def tiny_profile(name: str, resource: str, label: dict[str, str] | None = None) -> DeviceProfile:
+    data = DeviceProfile.load("local_cpu").to_dict()
+    data.update(name=name, ray={"resource": resource, "label": label or {}, "num_cpus": 1})
+    data["protocol"].update(warmup=0, runs=1, max_runs=1, tgt_len=2, vocab=64, min_cpu_share=0.0, max_attempts=1)
+    return DeviceProfile.from_dict(data)
+
+
+ALPHA = tiny_profile("alpha", "device:alpha", {"device": "alpha"})
+BETA = tiny_profile("beta", "device:beta")
+GAMMA = tiny_profile("gamma", "device:gamma")
+
+
+@pytest.fixture(scope="module")
+def cluster(ray_cluster_factory):
+    c = ray_cluster_factory(head_cpus=1)
+    nodes = {
+        "a1": c.add_node(num_cpus=1, resources={"device:alpha": 1}, labels={"device": "alpha"}),
+        "a2": c.add_node(num_cpus=1, resources={"device:alpha": 1}, labels={"device": "alpha"}),
+        "b": c.add_node(num_cpus=1, resources={"device:beta": 1}),
+    }
+    c.wait_for_nodes()
+    return c, nodes
+
+
+def small_archs(n: int, seed: int) -> list:
+    space = SearchSpace.load("demo")
+    rng = np.random.default_rng(seed)
+    return [space.sample(rng) for _ in range(n)]
+
+
+def test_probes_are_pinned_and_rerun_skips(cluster, tmp_path):
+    from hat_ray.latency.probe import collect
+
+    _, nodes = cluster
+    space = SearchSpace.load("demo")
+    out = tmp_path / "lat.parquet"
+    archs = small_archs(8, seed=1)
+    summary = collect(archs, [ALPHA, BETA], space, out)
+    data = LatencyDataset.load(out)
+    assert summary.measured == {"alpha": 8, "beta": 8} and len(data) == 16
+    by_device = data.frame.groupby("device")["node_id"].apply(set).to_dict()
+    assert by_device["alpha"] <= {nodes["a1"].node_id, nodes["a2"].node_id}
+    assert len(by_device["alpha"]) == 2  # spread over both alpha nodes
+    assert by_device["beta"] == {nodes["b"].node_id}
+    assert not data.frame.duplicated(subset=["arch_key", "device"]).any()
+    assert (data.frame["latency_ms"] > 0).all() and data.frame["ray_version"].notna().all()
+    again = collect(archs, [ALPHA, BETA], space, out)  # interrupted / repeated: nothing measured twice
+    assert again.measured == {} and again.skipped == {"alpha": 8, "beta": 8}
+    assert len(LatencyDataset.load(out)) == 16
+
+
+def test_interrupted_collection_keeps_rows_and_resumes(cluster, tmp_path):
+    from hat_ray.latency.dataset import journal_path
+    from hat_ray.latency.probe import collect
+
+    out = tmp_path / "int.parquet"
+    archs = small_archs(6, seed=5)
+
+    def interrupt(device: str, done: int, total: int) -> None:
+        if done == 3:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of a collection
+
+    with pytest.raises(KeyboardInterrupt):
+        collect(archs, [BETA], SearchSpace.load("demo"), out, progress=interrupt)
+    assert journal_path(out).is_file() and len(LatencyDataset.load(out)) == 3  # nothing measured is lost
+    summary = collect(archs, [BETA], SearchSpace.load("demo"), out)
+    data = LatencyDataset.load(out)
+    assert summary.skipped == {"beta": 3} and summary.measured == {"beta": 3}
+    assert len(data) == 6 and not data.frame.duplicated(subset=["arch_key", "device"]).any()
+    assert not journal_path(out).exists()  # folded into the Parquet file
+
+
+def test_missing_device_fails_fast(cluster, tmp_path):
+    from hat_ray.latency.probe import collect
+
+    t0 = time.time()
+    with pytest.raises(DeviceError) as info:
+        collect(small_archs(2, seed=2), [ALPHA, GAMMA], SearchSpace.load("demo"), tmp_path / "x.parquet")
+    message = str(info.value)
+    assert time.time() - t0 < 10
+    assert "gamma" in message and "device:gamma" in message
+    assert "device:alpha (2 nodes)" in message and "device:beta (1 node)" in message
+    assert not (tmp_path / "x.parquet").exists()  # nothing requested, nothing written
+
+
+def test_removed_node_work_finishes_elsewhere(cluster, tmp_path):
+    from hat_ray.latency.probe import collect
+
+    c, nodes = cluster
+    out = tmp_path / "loss.parquet"
+    archs = small_archs(12, seed=3)
+    removed = []
+
+    def progress(device: str, done: int, total: int) -> None:
+        if done == 2 and not removed:  # mid-collection: the first alpha node goes away
+            c.remove_node(nodes["a1"])
+            removed.append(nodes["a1"].node_id)
+
+    summary = collect(archs, [ALPHA], SearchSpace.load("demo"), out, progress=progress)
+    data = LatencyDataset.load(out)
+    assert removed and summary.measured == {"alpha": 12}
+    assert len(data) == 12 and set(data.frame["arch_key"]) == {a.key() for a in archs}  # none lost
+    assert not data.frame.duplicated(subset=["arch_key", "device"]).any()  # none duplicated
+    assert set(data.frame["node_id"]) <= {nodes["a1"].node_id, nodes["a2"].node_id}
+    late = data.frame.iloc[4:]  # rows finished after the removal all came from the surviving node
+    assert set(late["node_id"]) == {nodes["a2"].node_id}
+
+
+def test_losing_every_node_of_a_device_stops_with_rows_kept(cluster, tmp_path):
+    from hat_ray.latency.probe import collect
+
+    c, nodes = cluster
+    out = tmp_path / "beta.parquet"
+
+    def progress(device: str, done: int, total: int) -> None:
+        if done == 3:
+            c.remove_node(nodes["b"])
+
+    with pytest.raises(DeviceError, match="every node of device beta was lost"):
+        collect(small_archs(10, seed=4), [BETA], SearchSpace.load("demo"), out, progress=progress)
+    kept = LatencyDataset.load(out)
+    assert 3 <= len(kept) < 10 and not kept.frame.duplicated(subset=["arch_key", "device"]).any()
