@@ -9,21 +9,13 @@ import random
 
 import pytest
 import yaml
+from tiny_space import tiny_space_dict
 
 from hat_ray.cli.main import main
 from hat_ray.space import SearchSpace
 from hat_ray.train.evaluate import sacre_bleu, split_compounds, tokenized_bleu
 
-TINY = {
-    "name": "tiny",
-    "super": {"encoder_embed_dim": 32, "decoder_embed_dim": 32, "encoder_ffn_embed_dim": 64,
-              "decoder_ffn_embed_dim": 64, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
-              "decoder_attention_heads": 2, "qkv_dim": 32, "max_positions": 128, "dropout": 0.0},
-    "choices": {"encoder_embed_dim": [32, 24], "decoder_embed_dim": [32, 24], "encoder_layers": [2],
-                "decoder_layers": [1, 2], "encoder_ffn_embed_dim": [64, 32], "decoder_ffn_embed_dim": [64, 32],
-                "encoder_self_attention_heads": [2, 1], "decoder_self_attention_heads": [2, 1],
-                "decoder_ende_attention_heads": [2, 1], "decoder_arbitrary_ende_attn": [-1, 1]},
-}
+TINY = tiny_space_dict(dropout=0.0)
 
 
 def copy_corpus(folder, seed=0):

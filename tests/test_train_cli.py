@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 import yaml
+from tiny_space import tiny_space_dict
 
 from hat_ray.checkpoint import load_checkpoint, model_from_checkpoint
 from hat_ray.cli.main import main
@@ -14,16 +15,7 @@ from hat_ray.data.synthetic import synthetic_split
 from hat_ray.model.extract import extract_subnet
 from hat_ray.space import SearchSpace
 
-TINY = {
-    "name": "tiny",
-    "super": {"encoder_embed_dim": 32, "decoder_embed_dim": 32, "encoder_ffn_embed_dim": 64,
-              "decoder_ffn_embed_dim": 64, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
-              "decoder_attention_heads": 2, "qkv_dim": 32, "max_positions": 128, "dropout": 0.1},
-    "choices": {"encoder_embed_dim": [32, 24], "decoder_embed_dim": [32, 24], "encoder_layers": [2],
-                "decoder_layers": [1, 2], "encoder_ffn_embed_dim": [64, 32], "decoder_ffn_embed_dim": [64, 32],
-                "encoder_self_attention_heads": [2, 1], "decoder_self_attention_heads": [2, 1],
-                "decoder_ende_attention_heads": [2, 1], "decoder_arbitrary_ende_attn": [-1, 1]},
-}
+TINY = tiny_space_dict()
 FAST = ["--max-tokens", "300", "--warmup-updates", "2", "--vocab-size", "350", "--log-every", "1", "--threads", "1",
         "--validate-every", "2", "--save-every", "2", "--no-progress"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import torch
+from tiny_space import tiny_space_dict
 
 from hat_ray.data.synthetic import synthetic_split
 from hat_ray.space import SearchSpace
@@ -13,16 +14,7 @@ from hat_ray.train.run import DataOptions, make_spec, run
 from hat_ray.train.state import LAST
 from hat_ray.train.trainer import archs_for_update
 
-TINY = {
-    "name": "tiny",
-    "super": {"encoder_embed_dim": 32, "decoder_embed_dim": 32, "encoder_ffn_embed_dim": 64,
-              "decoder_ffn_embed_dim": 64, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
-              "decoder_attention_heads": 2, "qkv_dim": 32, "max_positions": 128, "dropout": 0.1},
-    "choices": {"encoder_embed_dim": [32, 24], "decoder_embed_dim": [32, 24], "encoder_layers": [2],
-                "decoder_layers": [1, 2], "encoder_ffn_embed_dim": [64, 32], "decoder_ffn_embed_dim": [64, 32],
-                "encoder_self_attention_heads": [2, 1], "decoder_self_attention_heads": [2, 1],
-                "decoder_ende_attention_heads": [2, 1], "decoder_arbitrary_ende_attn": [-1, 1]},
-}
+TINY = tiny_space_dict()
 
 
 def write_corpus(folder, n_train=400, n_valid=40):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from tiny_space import tiny_space_dict
 
 from hat_ray.data.batching import encode_corpus
 from hat_ray.data.synthetic import synthetic_split
@@ -17,16 +18,7 @@ from hat_ray.train.config import TrainConfig
 from hat_ray.train.state import LAST, load_resume, numbered_checkpoints
 from hat_ray.train.trainer import Trainer
 
-TINY = {
-    "name": "tiny",
-    "super": {"encoder_embed_dim": 32, "decoder_embed_dim": 32, "encoder_ffn_embed_dim": 64,
-              "decoder_ffn_embed_dim": 64, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
-              "decoder_attention_heads": 2, "qkv_dim": 32, "max_positions": 128, "dropout": 0.1},
-    "choices": {"encoder_embed_dim": [32, 24], "decoder_embed_dim": [32, 24], "encoder_layers": [2],
-                "decoder_layers": [1, 2], "encoder_ffn_embed_dim": [64, 32], "decoder_ffn_embed_dim": [64, 32],
-                "encoder_self_attention_heads": [2, 1], "decoder_self_attention_heads": [2, 1],
-                "decoder_ende_attention_heads": [2, 1], "decoder_arbitrary_ende_attn": [-1, 1]},
-}
+TINY = tiny_space_dict()
 N = 6
 
 
