@@ -7,6 +7,11 @@ In a checkout they sit at the repository root; in an installed wheel they are pa
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hat_ray.errors import ConfigError
 
 _PKG = Path(__file__).resolve().parent
 
@@ -44,3 +49,17 @@ def resolve_named_yaml(kind: str, name_or_path: str) -> Path:
 def bundled_names(kind: str) -> list[str]:
     """Names of the bundled YAML files of one kind, sorted."""
     return sorted(p.stem for p in data_dir(kind).glob("*.y*ml"))
+
+
+def load_named_yaml(kind: str, name_or_path: str | Path, what: str) -> tuple[Any, str]:
+    """safe_load a bundled ``kind`` file by name, or a YAML path: (data, source path).
+    ConfigError (``what`` names the kind for the user) when missing or not valid YAML."""
+    try:
+        path = resolve_named_yaml(kind, str(name_or_path))
+    except FileNotFoundError as exc:
+        raise ConfigError(what, [str(exc)]) from None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [f"not valid YAML ({' '.join(str(exc).split())})"]) from None
+    return data, str(path)

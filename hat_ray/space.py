@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from hat_ray.arch import (
     DECODER_LAYER_KEYS,
@@ -35,7 +34,7 @@ from hat_ray.arch import (
     encoder_layers_attended,
 )
 from hat_ray.errors import ArchError, ConfigError
-from hat_ray.resources import resolve_named_yaml
+from hat_ray.resources import load_named_yaml
 
 CHOICE_KEYS = (*SCALAR_KEYS, "encoder_layers", "decoder_layers", *LAYER_KEYS)
 _INT_SUPER = (
@@ -107,16 +106,8 @@ class SearchSpace:
     @classmethod
     def load(cls, name_or_path: str | Path) -> SearchSpace:
         """Load a bundled space by name (``wmt14_en_de``) or a YAML file path."""
-        try:
-            path = resolve_named_yaml("search_spaces", str(name_or_path))
-        except FileNotFoundError as exc:
-            raise ConfigError("search space", [str(exc)]) from None
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            detail = " ".join(str(exc).split())
-            raise ConfigError(str(path), [f"not valid YAML ({detail})"]) from None
-        return cls.from_dict(data, source=str(path))
+        data, source = load_named_yaml("search_spaces", name_or_path, "search space")
+        return cls.from_dict(data, source=source)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "search space") -> SearchSpace:

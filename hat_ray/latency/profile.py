@@ -38,10 +38,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hat_ray.errors import ConfigError
-from hat_ray.resources import resolve_named_yaml
+from hat_ray.resources import load_named_yaml
 
 _DEVICES = ("cpu", "cuda")
 _DTYPES = ("float32", "float16", "bfloat16")
@@ -93,15 +91,8 @@ class DeviceProfile:
     @classmethod
     def load(cls, name_or_path: str | Path) -> DeviceProfile:
         """Load a bundled profile by name (``raspberrypi4``) or a YAML file path."""
-        try:
-            path = resolve_named_yaml("device_profiles", str(name_or_path))
-        except FileNotFoundError as exc:
-            raise ConfigError("device profile", [str(exc)]) from None
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(str(path), [f"not valid YAML ({' '.join(str(exc).split())})"]) from None
-        return cls.from_dict(data, source=str(path))
+        data, source = load_named_yaml("device_profiles", name_or_path, "device profile")
+        return cls.from_dict(data, source=source)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "device profile") -> DeviceProfile:
