@@ -59,7 +59,7 @@ _SUPER_DEFAULTS: dict[str, Any] = {
     "seq_len": 30,
 }
 # Which super dimension bounds each choice (heads are bounded by the super head count).
-_BOUND = {
+CHOICE_BOUND = {
     "encoder_embed_dim": "encoder_embed_dim",
     "decoder_embed_dim": "decoder_embed_dim",
     "encoder_layers": "encoder_layers",
@@ -153,8 +153,8 @@ class SearchSpace:
         weights and never load this SuperTransformer)."""
         choices = {**self.choices, **self.latency_choices}
         widen = {
-            sup_key: max(max(choices[c]) for c, b in _BOUND.items() if b == sup_key)
-            for sup_key in set(_BOUND.values())
+            sup_key: max(max(choices[c]) for c, b in CHOICE_BOUND.items() if b == sup_key)
+            for sup_key in set(CHOICE_BOUND.values())
         }
         sup = replace(self.super, **{k: max(v, getattr(self.super, k)) for k, v in widen.items()})
         return SearchSpace(f"{self.name}/latency", sup, choices, {}, self.description)
@@ -373,7 +373,7 @@ def _check_choices(sup: SuperConfig, choices: Mapping[str, tuple[int, ...]], whe
             problems.append(f"{where}.{key} values must be positive, got {list(values)}")
             continue
         is_heads = key.endswith("heads")
-        bound = getattr(sup, _BOUND[key])
+        bound = getattr(sup, CHOICE_BOUND[key])
         if is_heads:
             bad = [v for v in values if sup.qkv_dim % v]
             if bad:
@@ -382,7 +382,7 @@ def _check_choices(sup: SuperConfig, choices: Mapping[str, tuple[int, ...]], whe
             continue
         over = [v for v in values if v > bound]
         if over:
-            problems.append(f"{where}.{key} {over} exceed(s) the super {_BOUND[key]}={bound}")
+            problems.append(f"{where}.{key} {over} exceed(s) the super {CHOICE_BOUND[key]}={bound}")
 
 
 def _is_pos_int(value: Any) -> bool:

@@ -31,7 +31,7 @@ from hat_ray.arch import HAT_KEYS, Arch
 from hat_ray.checkpoint import make_checkpoint
 from hat_ray.errors import ArchError, ConfigError, DataError
 from hat_ray.model.transformer import ModelConfig, Transformer
-from hat_ray.space import SearchSpace
+from hat_ray.space import CHOICE_BOUND, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -300,20 +300,9 @@ def _choice_list(args: argparse.Namespace, name: str, source: str) -> list[int]:
         raise DataError(f"{source}: args.{name} must list integers, got {values!r}") from None
 
 
-# hat-ray choice key -> the super dim whose value a minimal space offers for it.
-_CHOICE_SUPER = {
-    "encoder_embed_dim": "encoder_embed_dim", "decoder_embed_dim": "decoder_embed_dim",
-    "encoder_layers": "encoder_layers", "decoder_layers": "decoder_layers",
-    "encoder_ffn_embed_dim": "encoder_ffn_embed_dim", "decoder_ffn_embed_dim": "decoder_ffn_embed_dim",
-    "encoder_self_attention_heads": "encoder_attention_heads",
-    "decoder_self_attention_heads": "decoder_attention_heads",
-    "decoder_ende_attention_heads": "decoder_attention_heads",
-}
-
-
 def _minimal_choices(sup: Mapping[str, Any], arch: Arch | None) -> dict[str, list[int]]:
     """Choices holding the super value (arbitrary attention: -1) plus the sub-config's values."""
-    base: dict[str, set[int]] = {key: {int(sup[dim])} for key, dim in _CHOICE_SUPER.items()}
+    base: dict[str, set[int]] = {key: {int(sup[dim])} for key, dim in CHOICE_BOUND.items()}
     base["decoder_arbitrary_ende_attn"] = {-1}
     if arch is not None:
         for key, value in arch.to_dict().items():
