@@ -93,7 +93,7 @@ class Arch:
         if not problems:
             problems += _length_problems(self)
         if problems:
-            raise ArchError(problems)
+            raise ArchError(problems, malformed=True)
 
     @property
     def encoder_layers(self) -> int:
@@ -117,7 +117,7 @@ class Arch:
     def from_dict(cls, data: Mapping[str, Any], source: str = "arch") -> Arch:
         """Build from hat-ray's own format; every problem is reported at once (ArchError)."""
         if not isinstance(data, Mapping):
-            raise ArchError([f"expected a mapping of arch keys, got {type(data).__name__}"], source)
+            raise ArchError([f"expected a mapping of arch keys, got {type(data).__name__}"], source, malformed=True)
         known = set(SCALAR_KEYS) | set(LAYER_KEYS) | {"encoder_layers", "decoder_layers", "space"}
         problems = [f"unknown key {k!r}" for k in data if k not in known]
         problems += [f"missing key {k!r}" for k in (*SCALAR_KEYS, *LAYER_KEYS) if k not in data]
@@ -134,13 +134,13 @@ class Arch:
                         f"{len(actual)} layers"
                     )
         if problems:
-            raise ArchError(problems, source)
+            raise ArchError(problems, source, malformed=True)
         kwargs = {k: data[k] for k in SCALAR_KEYS}
         kwargs.update({k: tuple(data[k]) for k in LAYER_KEYS})
         try:
             return cls(**kwargs)
         except ArchError as exc:
-            raise ArchError(exc.problems, source) from None
+            raise ArchError(exc.problems, source, malformed=True) from None
 
     # ---- HAT's released YAML ----
     def to_hat(self) -> dict[str, Any]:
@@ -157,11 +157,11 @@ class Arch:
         """Build from HAT's keys. Lists may be longer than the layer count (inactive layers
         carried along, as HAT's search writes them): they are truncated to the active layers."""
         if not isinstance(data, Mapping):
-            raise ArchError([f"expected a mapping of HAT keys, got {type(data).__name__}"], source)
+            raise ArchError([f"expected a mapping of HAT keys, got {type(data).__name__}"], source, malformed=True)
         problems = [f"unknown key {k!r}" for k in data if k not in HAT_KEYS]
         problems += [f"missing key {k!r}" for k in sorted(HAT_KEYS) if k not in data]
         if problems:
-            raise ArchError(problems, source)
+            raise ArchError(problems, source, malformed=True)
         kwargs: dict[str, Any] = {k: data[hat] for k, hat in _HAT_SCALAR.items()}
         for key, hat in _HAT_LISTS.items():
             stack = key.split("_")[0]
@@ -176,11 +176,11 @@ class Arch:
             else:
                 kwargs[key] = tuple(values[:n])
         if problems:
-            raise ArchError(sorted(set(problems)), source)
+            raise ArchError(sorted(set(problems)), source, malformed=True)
         try:
             return cls(**kwargs)
         except ArchError as exc:
-            raise ArchError(exc.problems, source) from None
+            raise ArchError(exc.problems, source, malformed=True) from None
 
     # ---- HAT's 10 predictor features (spec section 5), raw (un-normalised) ----
     def features(self) -> list[float]:

@@ -23,21 +23,27 @@ from typing import Any
 import torch
 
 from hat_ray.arch import Arch
-from hat_ray.errors import DataError
+from hat_ray.errors import DataError, OutputError
 from hat_ray.model.extract import extract_subnet
 from hat_ray.model.transformer import ModelConfig, Transformer
 from hat_ray.space import SearchSpace
 
 FORMAT = "hat-ray-checkpoint"
 VERSION = 1
+EARLIER = "use an earlier checkpoint or import HAT files with `hat-ray import-hat`"
 
 
 def atomic_write(path: str | Path, write: Any) -> None:
     """Call ``write(tmp_path)`` then rename over ``path``: readers never see a partial file and
-    an interrupted write leaves the previous file intact."""
+    an interrupted write leaves the previous file intact. OutputError naming ``path`` when it
+    cannot be written (a file where a folder should be, permissions, disk full); the temp file
+    is always removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _output_error(path, exc) from None
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -47,9 +53,16 @@ def atomic_write(path: str | Path, write: Any) -> None:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise _output_error(path, exc) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _output_error(path: Path, exc: OSError) -> OutputError:
+    return OutputError(f"cannot write {path}: {exc.strerror or exc}; the previous file (if any) is intact: "
+                       "choose a writable location or free some space")
 
 
 def make_checkpoint(model: Transformer, space: SearchSpace, vocab: Mapping[str, list[str]] | None = None,
@@ -76,28 +89,31 @@ def save_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(dict(checkpoint), tmp))
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, fix: str = EARLIER) -> dict[str, Any]:
     """Read a hat-ray checkpoint safely; DataError naming the file when it is missing,
-    truncated, not a hat-ray checkpoint or from a newer version."""
+    truncated, not a hat-ray checkpoint or from a newer version. ``fix`` ends the message of a
+    corrupted file (what the user can do about it)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"checkpoint {path} does not exist")
+        raise DataError(f"checkpoint {path} does not exist; check the path")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        detail = " ".join(str(exc).split())[:200]
-        raise DataError(
-            f"checkpoint {path} is corrupted or not a hat-ray checkpoint ({detail}); "
-            "use an earlier checkpoint or import HAT files with `hat-ray import-hat`"
-        ) from None
+        raise DataError(f"checkpoint {path} is corrupted or not a hat-ray checkpoint ({_detail(exc)}); {fix}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DataError(f"{path} is not a hat-ray checkpoint (HAT/fairseq files: use `hat-ray import-hat`)")
     if ckpt.get("version", 0) > VERSION:
         raise DataError(f"{path} was written by a newer hat-ray (version {ckpt['version']}); upgrade hat-ray")
     missing = [k for k in ("space", "model_config", "model") if k not in ckpt]
     if missing:
-        raise DataError(f"checkpoint {path} lacks {', '.join(missing)}")
+        raise DataError(f"checkpoint {path} lacks {', '.join(missing)}; {fix}")
     return ckpt
+
+
+def _detail(exc: BaseException) -> str:
+    """The first sentence of a loader's message (torch appends paragraphs of advice)."""
+    text = " ".join(str(exc).split())
+    return text.split(". ")[0][:160] or type(exc).__name__
 
 
 def model_from_checkpoint(ckpt: Mapping[str, Any]) -> tuple[Transformer, SearchSpace]:

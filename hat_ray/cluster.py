@@ -1,5 +1,11 @@
 """Connect to (or start) Ray and discover which devices the cluster has.
 
+:func:`connect` is the one way hat-ray commands reach Ray: an address (``--address`` or
+``RAY_ADDRESS``, which Ray sets inside a ``ray job``) is checked in seconds and joined; without
+one a local instance starts, declaring the resources and labels of the requested local device
+profiles, with its dashboard bound to 127.0.0.1 only (reach it from elsewhere through an SSH
+tunnel, never by binding it to every interface).
+
 A device is a Ray custom resource named by a device profile (``device:rpi4``), optionally with
 node labels. Asking Ray for a resource no node has waits forever, so every request goes
 through :func:`require_devices` first: it fails at once with the devices that ARE present.
@@ -9,15 +15,18 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
 
-from hat_ray.errors import DeviceError
+from hat_ray.errors import DeviceError, HatRayError
 from hat_ray.latency.profile import DeviceProfile
 
 log = logging.getLogger(__name__)
 DEVICE_PREFIX = "device:"
+DASHBOARD_HOST = "127.0.0.1"  # a local instance's dashboard (and Jobs API) listens on loopback only
 
 
 @dataclass(frozen=True)
@@ -31,39 +40,89 @@ class DeviceNode:
     amount: float  # how many units of the device resource the node declares
 
 
-def connect(address: str | None = None, profiles: Sequence[DeviceProfile] = ()) -> bool:
-    """Connect to the cluster at ``address``; without one, start a local Ray instance that
-    declares the resources of ``profiles`` (all must be local: ``ray.local`` true and, for CUDA,
-    a visible GPU; otherwise DeviceError before anything starts). Reuses an existing
-    connection. Returns True when this call started or joined Ray (caller: ``ray.shutdown()``)."""
+def check_address(address: str, timeout: float = 3.0) -> None:
+    """Fail in seconds (HatRayError) when nothing listens at a Ray address, instead of Ray's
+    long retry loop. ``auto`` and ``local`` are left to Ray."""
+    if address == "auto" or address.startswith("local"):
+        return
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parsed.hostname, parsed.port or (10001 if parsed.scheme == "ray" else 6379)
+    except ValueError:  # a port that is not a number or out of range
+        host, port = None, None
+    if not host:
+        raise HatRayError(f"--address {address!r} is not HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise HatRayError(
+            f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); start one with "
+            "`ray start --head` or fix --address"
+        ) from None
+
+
+def connect(address: str | None = None, profiles: Sequence[DeviceProfile] = (), num_cpus: int | None = None,
+            dashboard: bool | None = None) -> bool:
+    """Connect hat-ray to Ray. Reuses an existing connection (returns False).
+
+    With ``address`` (or ``RAY_ADDRESS``): check it answers, then join it (HatRayError, one
+    line, when it cannot; ``auto`` joins the Ray already running on this machine). Without: start
+    a new local instance (even when another runs here) with ``num_cpus`` (None: all) that
+    declares one unit of each of ``profiles``' resources and their labels; every profile must
+    run here (``ray.local`` true and, for CUDA, a visible GPU), otherwise DeviceError before
+    anything starts. Its dashboard binds to 127.0.0.1; it is off when ``dashboard`` is False or
+    ``HAT_RAY_DASHBOARD=0`` (None: on when Ray's dashboard packages are installed).
+
+    Returns True when this call started or joined Ray: the caller then calls ``ray.shutdown()``.
+    """
     import ray
 
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS")
-    remote = [p for p in profiles if not _runs_locally(p)]
-    if not address and remote:
+    if address:
+        _join(ray, address)
+        return True
+    remote = [p for p in profiles if not runs_locally(p)]
+    if remote:
         names = ", ".join(f"{p.name} (resource {p.ray.resource})" for p in remote)
-        local = ", ".join(p.name for p in profiles if _runs_locally(p)) or "none of those requested"
+        local = ", ".join(p.name for p in profiles if runs_locally(p)) or "none of those requested"
         raise DeviceError(f"no node for device {names}: without --address only this machine's local devices run "
                           f"({local}); pass --address of a cluster whose nodes declare the resource")
-    if address:
-        from hat_ray.connect import connect as connect_address
-
-        connect_address(address)  # fails in seconds when the address is unreachable
-        return True
-    local = [p for p in profiles if _runs_locally(p)]
     labels: dict[str, str] = {}
-    for p in local:
+    for p in profiles:
         labels.update(p.ray.label)
-    # hat_ray.connect.connect cannot declare resources or labels: start the local instance here
-    # (no dashboard, so nothing listens beyond the Ray ports on localhost).
-    ray.init(resources={p.ray.resource: 1.0 for p in local} or None, labels=labels or None,
-             include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if dashboard is None and os.environ.get("HAT_RAY_DASHBOARD", "1") == "0":
+        dashboard = False  # e.g. tests: saves the dashboard's start-up time and memory
+    # address="local": always a new instance; ray.init() without an address would join any Ray
+    # already running on this machine (someone's `ray start`), which cannot take our resources.
+    try:
+        ray.init(address="local", num_cpus=num_cpus, resources={p.ray.resource: 1.0 for p in profiles} or None,
+                 labels=labels or None, include_dashboard=dashboard, dashboard_host=DASHBOARD_HOST,
+                 log_to_driver=False, configure_logging=False)
+    except Exception as exc:  # noqa: BLE001 - Ray raises bare Exception when its daemons time out
+        if ray.is_initialized():
+            ray.shutdown()
+        reason = " ".join(str(exc).split())[:200]
+        raise HatRayError(f"could not start a local Ray instance: {reason} (the machine may be overloaded or short "
+                          "of memory / shared memory in /dev/shm; retry, or pass --address of a running cluster)"
+                          ) from None
+    log.info("started a local Ray instance%s", "" if dashboard is False else f" (dashboard on {DASHBOARD_HOST})")
     return True
 
 
-def _runs_locally(profile: DeviceProfile) -> bool:
+def _join(ray: Any, address: str) -> None:
+    check_address(address)
+    try:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise HatRayError(f"cannot connect to the Ray cluster at {address}: {reason} (check the address, and that "
+                          "this machine runs the same Ray and Python versions and auth token as the cluster)") from None
+
+
+def runs_locally(profile: DeviceProfile) -> bool:
+    """Whether ``profile``'s device can be declared by a local instance on this machine."""
     if not profile.ray.local:
         return False
     if profile.device == "cuda":

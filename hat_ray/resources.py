@@ -33,7 +33,8 @@ def resolve_named_yaml(kind: str, name_or_path: str) -> Path:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if path.is_file():
             return path
-        raise FileNotFoundError(f"{kind} file {name_or_path} does not exist")
+        raise FileNotFoundError(f"{kind.rstrip('s').replace('_', ' ')} file {name_or_path} does not exist; "
+                                "check the path")
     folder = data_dir(kind)
     for suffix in (".yaml", ".yml"):
         candidate = folder / f"{name_or_path}{suffix}"
@@ -58,8 +59,24 @@ def load_named_yaml(kind: str, name_or_path: str | Path, what: str) -> tuple[Any
         path = resolve_named_yaml(kind, str(name_or_path))
     except FileNotFoundError as exc:
         raise ConfigError(what, [str(exc)]) from None
+    return read_yaml_file(path), str(path)
+
+
+def read_yaml_file(path: Path) -> Any:
+    """safe_load ``path``; ConfigError naming the file (and the line) when it is not UTF-8 or
+    not valid YAML."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(path), [f"not valid YAML ({' '.join(str(exc).split())})"]) from None
-    return data, str(path)
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), ["not UTF-8 text; save it as UTF-8"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"not valid YAML ({yaml_problem(exc)}); fix the YAML syntax there"]) from None
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """``line L, column C: what`` of a YAML error (its first line when it has no position)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(exc).split())[:200]

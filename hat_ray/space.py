@@ -58,6 +58,8 @@ _SUPER_DEFAULTS: dict[str, Any] = {
     "share_embeddings": True,
     "seq_len": 30,
 }
+# How to fix a space file: every problem message ends with where a complete example is.
+SPACE_HINT = "compare with a bundled space: `hat-ray space show demo --json`"
 # Which super dimension bounds each choice (heads are bounded by the super head count).
 CHOICE_BOUND = {
     "encoder_embed_dim": "encoder_embed_dim",
@@ -113,7 +115,7 @@ class SearchSpace:
     def from_dict(cls, data: Any, source: str = "search space") -> SearchSpace:
         """Validate a plain dict; raises ConfigError listing every problem."""
         if not isinstance(data, Mapping):
-            raise ConfigError(source, [f"expected a mapping at top level, got {type(data).__name__}"])
+            raise ConfigError(source, [f"expected a mapping at top level, got {type(data).__name__}"], SPACE_HINT)
         problems: list[str] = []
         known = {"name", "description", "super", "choices", "latency_choices"}
         problems += [f"unknown top-level key {k!r} (allowed: {sorted(known)})" for k in data if k not in known]
@@ -124,7 +126,7 @@ class SearchSpace:
         if "name" in data and (not isinstance(name, str) or not name):
             problems.append(f"name must be a non-empty string, got {name!r}")
         sup = _parse_super(data.get("super"), problems) if "super" in data else None
-        choices = _parse_choices(data.get("choices"), "choices", problems, required=True)
+        choices = _parse_choices(data["choices"], "choices", problems, required=True) if "choices" in data else None
         latency = _parse_choices(data.get("latency_choices", {}), "latency_choices", problems, required=False)
         if sup is not None and choices is not None:
             _check_choices(sup, choices, "choices", problems, bounded=True)
@@ -132,7 +134,7 @@ class SearchSpace:
                 merged = {**choices, **latency}
                 _check_choices(sup, merged, "latency_choices", problems, bounded=False, only=set(latency))
         if problems:
-            raise ConfigError(source, problems)
+            raise ConfigError(source, problems, SPACE_HINT)
         assert sup is not None and choices is not None and latency is not None
         return cls(str(name), sup, choices, latency, str(data.get("description", "")))
 

@@ -18,6 +18,9 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+    # Ray instances started by commands under test skip the dashboard (its start-up costs
+    # seconds); tests/test_security.py checks the dashboard's binding with it enabled.
+    os.environ.setdefault("HAT_RAY_DASHBOARD", "0")
 
 
 def _shared_data() -> Path | None:
@@ -56,7 +59,7 @@ def ray_local():
 
     if _RAY_KIND["kind"] != "local":
         _ray_shutdown()
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
                  configure_logging=False, object_store_memory=300 * 1024**2)
         _RAY_KIND["kind"] = "local"
     yield ray

@@ -81,8 +81,9 @@ def write_supernet_checkpoint(path, seed: int = 0):
     return model, tok
 
 
-def write_fake_predictor(path, n: int = 120, seed: int = 0):
-    """A real LatencyPredictor fit on FakePredictor 'measurements' of tiny-space Archs."""
+def write_fake_predictor(path, n: int = 120, seed: int = 0, device: str = "fake"):
+    """A real LatencyPredictor fit on FakePredictor 'measurements' of tiny-space Archs, labelled
+    as a predictor for ``device`` (e.g. ``local_cpu``, so a search can re-measure on it)."""
     import json as _json
 
     import pandas as pd
@@ -97,10 +98,10 @@ def write_fake_predictor(path, n: int = 120, seed: int = 0):
     lat = FakePredictor().predict(archs)
     rows = []
     for arch, ms in zip(archs, lat):
-        row = {"space": "tiny", "device": "fake", "arch_key": arch.key(), "arch": _json.dumps(arch.to_dict()),
+        row = {"space": "tiny", "device": device, "arch_key": arch.key(), "arch": _json.dumps(arch.to_dict()),
                "source": "test", "latency_ms": float(ms), "encoder_ms": 0.1 * float(ms), "decoder_ms": 0.9 * float(ms)}
         row.update(dict(zip(FEATURE_NAMES, arch.features())))
         rows.append(row)
-    pred = LatencyPredictor.fit(LatencyDataset(pd.DataFrame(rows), source="fake"), space=space, device="fake")
+    pred = LatencyPredictor.fit(LatencyDataset(pd.DataFrame(rows), source="fake"), space=space, device=device)
     pred.save(path)
     return pred

@@ -40,11 +40,18 @@ def test_no_eval_exec_unsafe_yaml_or_unsafe_torch_load():
     assert problems == []
 
 
-def test_local_ray_dashboard_binds_localhost():
-    import inspect
+def test_local_ray_dashboard_binds_localhost(monkeypatch):
+    import ray
 
-    from hat_ray import connect
+    from hat_ray import cluster
 
-    assert inspect.signature(connect.connect).parameters["dashboard_host"].default == "127.0.0.1"
+    calls = []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("HAT_RAY_DASHBOARD", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    assert cluster.connect() is True  # starts a local instance (ray.init is faked: nothing starts)
+    assert calls[0]["dashboard_host"] == "127.0.0.1" and calls[0]["include_dashboard"] is not False
+    assert calls[0]["address"] == "local"  # a new instance, never someone else's Ray on this machine
     src = "\n".join(p.read_text() for p in PKG.rglob("*.py"))
     assert "0.0.0.0" not in src

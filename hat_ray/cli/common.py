@@ -13,7 +13,8 @@ from typing import Any
 import yaml
 
 from hat_ray.arch import Arch, parse_arch
-from hat_ray.errors import ArchError, ConfigError, HatRayError
+from hat_ray.errors import ArchError, ConfigError, HatRayError, OutputError
+from hat_ray.resources import yaml_problem
 from hat_ray.space import SearchSpace
 
 
@@ -21,13 +22,13 @@ def read_yaml(path: str | Path, what: str) -> Any:
     """safe_load a YAML file; ConfigError naming the file on any read or syntax problem."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(str(p), [f"{what} file does not exist"])
+        raise ConfigError(str(p), [f"{what} file does not exist; check the path"])
     try:
         return yaml.safe_load(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError(str(p), [f"{what} file is not UTF-8 text"]) from None
+        raise ConfigError(str(p), [f"{what} file is not UTF-8 text; save it as UTF-8"]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(str(p), [f"not valid YAML ({' '.join(str(exc).split())})"]) from None
+        raise ConfigError(str(p), [f"not valid YAML ({yaml_problem(exc)}); fix the YAML syntax there"]) from None
 
 
 def load_arch(path: str | Path, space: SearchSpace | None = None) -> Arch:
@@ -37,6 +38,22 @@ def load_arch(path: str | Path, space: SearchSpace | None = None) -> Arch:
     if space is not None:
         space.check(arch, source=str(path))
     return arch
+
+
+def check_output(path: str | Path, flag: str, folder: bool = False) -> Path:
+    """Refuse, before any work, an output (``folder``: an output folder) that cannot be written
+    where it is: an existing folder where a file goes (or the reverse), or a file on its way."""
+    p = Path(path)
+    if folder and p.exists() and not p.is_dir():
+        raise OutputError(f"{flag} {p} is a file, not a folder; choose another {flag}")
+    if not folder and p.is_dir():
+        raise OutputError(f"{flag} {p} is a folder; give the path of a file (inside it or elsewhere)")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{flag} {p}: {parent} is a file, not a folder; choose another {flag}")
+            break
+    return p
 
 
 @contextlib.contextmanager
@@ -58,4 +75,4 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=False))
 
 
-__all__ = ["ArchError", "ConfigError", "HatRayError", "load_arch", "print_json", "read_yaml", "stdout_to_stderr"]
+__all__ = ["ArchError", "ConfigError", "HatRayError", "check_output", "load_arch", "print_json", "read_yaml", "stdout_to_stderr"]

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from hat_ray.cli.common import load_arch
+from hat_ray.cli.common import check_output, load_arch
 from hat_ray.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,10 @@ def _load(args: argparse.Namespace) -> dict:
         folder = paths[0].parent
         paths = numbered_checkpoints(folder)[-args.average_last:]
         if len(paths) < args.average_last:
-            raise DataError(f"--average-last {args.average_last}: {folder} has only {len(paths)} numbered checkpoints")
+            fix = (f"use --average-last {len(paths)} or fewer" if paths
+                   else "pass the checkpoints themselves (training writes them every --save-every updates)")
+            raise DataError(f"--average-last {args.average_last}: {folder} has only {len(paths)} numbered "
+                            f"checkpoints; {fix}")
     if len(paths) == 1:
         return load_checkpoint(paths[0])
     log.info("averaging %d checkpoints: %s", len(paths), ", ".join(p.name for p in paths))
@@ -81,6 +84,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from hat_ray.data.tokenizer import FairseqDictTokenizer, tokenizer_from_checkpoint
     from hat_ray.train.evaluate import evaluate
 
+    if args.output:
+        check_output(args.output, "--output")  # before minutes of decoding
     ckpt = _load(args)
     model = _model(ckpt, args.arch)
     tokenizer = tokenizer_from_checkpoint(ckpt, args.checkpoint[0])

@@ -8,6 +8,7 @@ from typing import Any
 
 from hat_ray.arch import Arch
 from hat_ray.checkpoint import save_checkpoint
+from hat_ray.cli.common import check_output
 from hat_ray.errors import DataError
 from hat_ray.model.hat_import import import_hat_checkpoint
 from hat_ray.space import SearchSpace
@@ -31,15 +32,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
+    out = check_output(args.out, "--out")
     if out.exists() and out.resolve() == Path(args.checkpoint).resolve():
         raise DataError(f"--out {out} is the input checkpoint; choose another path")
+    if args.dict_dir and not Path(args.dict_dir).is_dir():  # checked before minutes of loading
+        raise DataError(f"--dict-dir {args.dict_dir} is not a folder; pass the folder holding HAT's dict.<lang>.txt "
+                        "files (or leave --dict-dir out)")
     space = SearchSpace.load(args.space) if args.space else None
     ckpt = import_hat_checkpoint(args.checkpoint, dict_dir=args.dict_dir, space=space)
-    try:
-        save_checkpoint(out, ckpt)
-    except OSError as exc:
-        raise DataError(f"cannot write {out}: {exc.strerror or exc}") from None
+    save_checkpoint(out, ckpt)  # atomic; OutputError when it cannot be written
     print(summary_line(ckpt, args.checkpoint, out))
     return 0
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hat_ray.cli.common import load_arch, print_json
+from hat_ray.cli.common import check_output, load_arch, print_json
 from hat_ray.errors import ConfigError, DataError
 from hat_ray.latency.dataset import LatencyDataset
 from hat_ray.latency.metrics import latency_metrics
@@ -97,13 +97,15 @@ def _collect(args: argparse.Namespace) -> int:
     import ray
 
     from hat_ray.cluster import connect
-    from hat_ray.latency.probe import collect
+    from hat_ray.latency.probe import collect, existing_keys
 
     profiles = [DeviceProfile.load(d) for d in dict.fromkeys(args.device)]
     space = SearchSpace.load(args.space)
     _positive(args.n, "-n")
     if Path(args.out).suffix != ".parquet":
         raise ConfigError("command line", [f"--out must be a .parquet dataset, got {args.out!r}"])
+    check_output(args.out, "--out")
+    existing_keys(Path(args.out), space.name)  # an unreadable or foreign --out fails before Ray starts
     rng = np.random.default_rng(args.seed)
     archs = [space.latency_space().sample(rng) for _ in range(args.n)]
     started = connect(args.address, profiles)
@@ -130,6 +132,7 @@ def _collect(args: argparse.Namespace) -> int:
 # ---- fit ----
 def _fit(args: argparse.Namespace) -> int:
     t0 = time.time()
+    check_output(args.out, "--out")
     data = _load_data(args.data, args.device, args.space).rows(args.rows)
     if args.sample is not None:
         _positive(args.sample, "--sample")

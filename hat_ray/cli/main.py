@@ -21,6 +21,8 @@ COMMANDS = (
     "train_cmd",
     "evaluate_cmd",
     "latency_cmd",
+    "pipeline_cmd",
+    "cluster_cmd",
 )
 
 

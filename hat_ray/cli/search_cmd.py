@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", help="Ray cluster address (default: start a local instance)")
     p.add_argument("--valid-sentences", type=int, help="score on the first N validation pairs (default all)")
     p.add_argument("--max-tokens", type=int, default=4096, help="tokens per scoring batch (default 4096)")
+    p.add_argument("--measure-top", type=int, default=0, metavar="K",
+                   help="after the search, re-measure the top K candidates on the real --device devices "
+                        "(latency probes; PROFILE must be a device profile) and report predicted vs measured")
     g = p.add_argument_group("evolution (HAT's defaults)")
     g.add_argument("--population", type=int, default=125)
     g.add_argument("--parents", type=int, default=25)
@@ -76,6 +79,8 @@ def _check(args: argparse.Namespace) -> None:
         raise HatRayError(f"--scorers must be at least 1, got {args.scorers}")
     if args.budget is not None and args.budget < 1:
         raise HatRayError(f"--budget must be positive, got {args.budget}")
+    if args.measure_top < 0:
+        raise HatRayError(f"--measure-top must be 0 (off) or a positive number of candidates, got {args.measure_top}")
     if args.algorithm != "pareto" and not args.device:
         raise HatRayError("give at least one --device PROFILE:LIMIT_MS (or use --algorithm pareto)")
     if args.parents > args.population or args.parents < 1 or args.iterations < 1:
@@ -85,14 +90,18 @@ def _check(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> int:
     _check(args)
     devices = parse_devices(args.device)
-    from hat_ray.connect import check_address, connect
+    from hat_ray.cluster import check_address, connect
 
     if args.address:
         check_address(args.address)  # before minutes of loading
     from hat_ray.search.constraints import Constraint, Constraints
     from hat_ray.search.inputs import load_predictors, load_supernet, validation_batches
-    from hat_ray.search.run import SearchOptions, run_search
+    from hat_ray.search.run import SearchOptions, measurement_profiles, run_search
     from hat_ray.search.scorer import pack_batches, pack_weights
+
+    # --measure-top: the devices' profiles, checked before anything is loaded
+    profiles = list(measurement_profiles(Constraints([Constraint(d, limit, None) for d, limit in devices]),
+                                         args.measure_top).values())
 
     model, space, ckpt = load_supernet(args.supernet)
     predictors = load_predictors(args.predictor, [d for d, _ in devices], space)
@@ -100,7 +109,8 @@ def _run(args: argparse.Namespace) -> int:
     batches = validation_batches(ckpt, args.data, args.data_dir, space.super.max_positions, args.max_tokens,
                                  args.valid_sentences, source=args.supernet)
     options = SearchOptions(algorithm=args.algorithm, budget=args.budget, scorers=args.scorers, seed=args.seed,
-                            threads_per_scorer=args.threads, use_gpu=args.gpu, engine_kwargs=_engine_kwargs(args))
+                            threads_per_scorer=args.threads, use_gpu=args.gpu, engine_kwargs=_engine_kwargs(args),
+                            measure_top=args.measure_top)
     info = {"supernet": str(args.supernet), "devices": [[d, lim if math.isfinite(lim) else None] for d, lim in devices],
             "data": args.data, "valid_batches": len(batches)}
     import ray
@@ -108,12 +118,13 @@ def _run(args: argparse.Namespace) -> int:
     from hat_ray.cli.common import stdout_to_stderr
 
     with stdout_to_stderr():  # Ray and Tune print progress; stdout is for the result only
+        started = connect(args.address, profiles=profiles)  # declares local devices' resources
         try:
-            connect(args.address)
             result = run_search(space, pack_weights(model), pack_batches(batches), constraints, args.out, options,
-                                resume=args.resume, run_info=info)
+                                resume=args.resume, run_info=info, profiles=profiles)
         finally:
-            ray.shutdown()
+            if started:
+                ray.shutdown()
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -121,4 +132,8 @@ def _run(args: argparse.Namespace) -> int:
         lat = ", ".join(f"{d} {ms:.1f} ms" for d, ms in best["predicted_ms"].items())
         print(f"best of {result['evaluations']} evaluations: valid loss {best['valid_loss']:.4f} bits, {lat}, "
               f"{best['params'] / 1e6:.2f} M params -> {args.out}/result.json")
+        for device, m in result.get("measured", {}).get("per_device", {}).items():
+            if m.get("n"):
+                print(f"top {m['n']} re-measured on {device}: MAPE {m['mape']:.1f}% of the prediction, max error "
+                      f"{m['max_abs_err_ms']:.1f} ms, {m['over_limit']} over the limit")
     return 0

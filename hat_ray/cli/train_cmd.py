@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from hat_ray.cli.common import load_arch
+from hat_ray.cli.common import check_output, load_arch
 from hat_ray.errors import ConfigError
 from hat_ray.space import SearchSpace
 from hat_ray.train.config import TrainConfig
@@ -83,6 +83,7 @@ def _train(args: argparse.Namespace) -> int:
 
     space = SearchSpace.load(args.space)
     cfg = _config(args)
+    check_output(args.out, "--out", folder=True)
     arch = load_arch(args.arch, space) if args.mode == "subnet" else None
     data = DataOptions(args.data, args.data_dir, args.src_lang, args.tgt_lang, args.vocab_size,
                        download=not args.no_download)

@@ -86,7 +86,7 @@ def read_lines(path: str | Path, max_chars: int = MAX_LINE_CHARS, unescape: bool
     path = Path(path)
     data = read_bytes(path)
     if not data.strip():
-        raise DataError(f"corpus file {path} is empty")
+        raise DataError(f"corpus file {path} is empty; give a file with one sentence per line")
     nul = data.find(b"\x00")
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1
@@ -127,5 +127,5 @@ def read_parallel(src_path: str | Path, tgt_path: str | Path, src_lang: str, tgt
     tgt = read_lines(tgt_path, max_chars, unescape)
     if len(src) != len(tgt):
         raise DataError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}: line i of one "
-                        "must be the translation of line i of the other")
+                        "must be the translation of line i of the other, so give both the same number of lines")
     return ParallelCorpus(tuple(src), tuple(tgt), src_lang, tgt_lang, f"{src_path} + {tgt_path}")

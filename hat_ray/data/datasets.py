@@ -153,8 +153,9 @@ def _read_split(folder: Path, split: str, stems: tuple[Stem, ...], src: str, tgt
             if sp.is_file() != tp.is_file():
                 missing = tp if sp.is_file() else sp
                 raise DataError(f"{folder}: {split} split has {(sp if sp.is_file() else tp).name} "
-                                f"but not {missing.name}")
-    raise DataError(f"{folder}: no {split} split (looked for {', '.join(tried)})")
+                                f"but not {missing.name}; add it (line i translating line i)")
+    raise DataError(f"{folder}: no {split} split (looked for {', '.join(tried)}); add those files or choose "
+                    "another --split")
 
 
 def _spec(name: str) -> DatasetSpec:

@@ -43,6 +43,9 @@ COLUMNS = (
     "cpu_freq_mhz", "load_1m", "temperature_c", "others_cpu_share", "started_at", "finished_at",
 )
 KEY = ("arch_key", "device")
+_DATASET_FIX = "restore it, or pass a dataset written by `hat-ray latency collect` (or HAT's CSV)"
+_HAT_CSV_FIX = ("a HAT latency CSV is UTF-8 text with HAT's columns (the 10 features, latency_mean_encoder, "
+                "latency_mean_decoder, latency_std_encoder, latency_std_decoder), numeric, latencies positive ms")
 
 
 class LatencyDataset:
@@ -78,15 +81,16 @@ class LatencyDataset:
             try:
                 frames.append(pd.read_parquet(path))
             except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for bad files
-                raise DataError(f"{path} is not a readable Parquet latency dataset ({_short(exc)})") from None
+                raise DataError(f"{path} is not a readable Parquet latency dataset ({_short(exc)}); {_DATASET_FIX}") from None
         journal = journal_path(path)
         if journal.is_file():
             frames.append(pd.DataFrame(_read_journal(journal), columns=list(COLUMNS)))
         if not frames:
-            raise DataError(f"latency dataset {path} does not exist")
+            raise DataError(f"latency dataset {path} does not exist; check the path")
         missing = [c for c in ("device", "latency_ms", *FEATURE_NAMES) if c not in frames[0].columns]
         if missing:
-            raise DataError(f"{path} is not a hat-ray latency dataset (missing columns: {', '.join(missing)})")
+            shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+            raise DataError(f"{path} is not a hat-ray latency dataset (missing columns: {shown}); {_DATASET_FIX}")
         frame = pd.concat([_conform(f) for f in frames], ignore_index=True) if len(frames) > 1 else frames[0]
         return cls(_dedup(frame), source=str(path), fingerprint=_sha256(path, journal))
 
@@ -114,11 +118,11 @@ class LatencyDataset:
         NaN, negative or zero latencies) with row numbers (0-based data rows)."""
         path = Path(path)
         if not path.is_file():
-            raise DataError(f"latency CSV {path} does not exist")
+            raise DataError(f"latency CSV {path} does not exist; check the path")
         try:
             raw = pd.read_csv(path)
         except Exception as exc:  # noqa: BLE001 - pandas parser errors vary
-            raise DataError(f"{path} is not a readable CSV ({_short(exc)})") from None
+            raise DataError(f"{path} is not a readable CSV ({_short(exc)}); {_HAT_CSV_FIX}") from None
         _check_hat_frame(raw, str(path))
         guess_space, guess_device = guess_hat_names(path)
         frame = pd.DataFrame({name: raw[name].astype(float) for name in FEATURE_NAMES})
@@ -260,7 +264,7 @@ def _check_hat_frame(raw: pd.DataFrame, source: str) -> None:
         problems.append("no data rows")
     if problems:
         raise DataError(f"{source}: {len(problems)} problem{'s' if len(problems) > 1 else ''} in HAT latency CSV: "
-                        + "; ".join(problems))
+                        + "; ".join(problems) + f"; {_HAT_CSV_FIX}")
     for col in HAT_COLUMNS:
         raw[col] = pd.to_numeric(raw[col])
 

@@ -174,7 +174,8 @@ class LatencyPredictor:
             others = sorted(set(data.devices()) - {self.device})
             if others:
                 raise DataError(f"{data.source}: rows are from device {', '.join(others)} but the predictor "
-                                f"is for device {self.device}")
+                                f"is for device {self.device}; evaluate it on --device {self.device} rows, or fit a "
+                                f"predictor for {others[0]} with `hat-ray latency fit`")
         _check_feature_ranges(data, self._latency_space)
         _check_held_out(data, self.meta["training"])
 
@@ -255,7 +256,7 @@ def _check_space_column(data: LatencyDataset, space_name: str) -> None:
     names = sorted(set(data.frame["space"].dropna().tolist()) - {space_name})
     if names:
         raise DataError(f"{data.source}: rows are from search space {', '.join(names)} but the predictor "
-                        f"is for space {space_name}")
+                        f"is for space {space_name}; use a predictor fit on {names[0]} rows")
 
 
 def _check_feature_ranges(data: LatencyDataset, space: SearchSpace) -> None:

@@ -18,6 +18,7 @@ from hat_ray.checkpoint import atomic_write
 from hat_ray.errors import DataError
 
 _META = "__meta__"
+_FIX = "fit one again with `hat-ray latency fit`"
 
 
 def save_predictor(path: str | Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -41,16 +42,19 @@ def load_predictor(path: str | Path, fmt: str, version: int) -> tuple[dict[str, 
     """Read a predictor file; returns (meta, arrays)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"latency predictor {path} does not exist")
+        raise DataError(f"latency predictor {path} does not exist; check the path")
     try:
         with np.load(path, allow_pickle=False) as npz:
+            if not hasattr(npz, "files"):  # a bare .npy array, not an archive
+                raise ValueError("a single array, not an .npz archive")
             meta = json.loads(str(npz[_META]))
             arrays = {name: npz[name] for name in npz.files if name != _META}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        detail = " ".join(str(exc).split())[:160]
-        raise DataError(f"{path} is not a hat-ray latency predictor or is corrupted ({detail})") from None
+        # numpy's text for a non-.npz file suggests loading it with pickle: never show that advice
+        detail = "not an .npz archive" if "pickle" in str(exc) else " ".join(str(exc).split())[:160]
+        raise DataError(f"{path} is not a hat-ray latency predictor or is corrupted ({detail}); {_FIX}") from None
     if not isinstance(meta, dict) or meta.get("format") != fmt:
-        raise DataError(f"{path} is not a hat-ray latency predictor")
+        raise DataError(f"{path} is not a hat-ray latency predictor; {_FIX}")
     if int(meta.get("version", 0)) > version:
         raise DataError(f"{path} was written by a newer hat-ray (predictor version {meta['version']}); upgrade hat-ray")
     return meta, arrays

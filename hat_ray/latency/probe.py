@@ -12,6 +12,10 @@ record to the dataset's journal as it arrives (fsync per row). A probe whose act
 dies has its arch re-queued for the remaining probes of that device (nodes that joined since
 are used too); when a device has none left, the collection stops with a DeviceError after
 writing everything measured so far. Re-running resumes.
+
+:func:`measure_on_devices` runs the same machinery (fail-fast device check, pinned probes
+spread over every node of each device, re-queue on a lost node) without a dataset: it returns
+the records, e.g. to re-measure a search's final candidates on the real devices.
 """
 
 from __future__ import annotations
@@ -74,7 +78,12 @@ def start_probe(profile: DeviceProfile, node: DeviceNode, space: SearchSpace, vo
     }
     if profile.ray.label:
         options["label_selector"] = dict(profile.ray.label)
-    return _RemoteProbe.options(**options).remote(profile.to_dict(), space.to_dict(), vocab)
+    name = f"latency-probe:{profile.name}:{node.node_id[:8]}"  # how the Ray dashboard lists it
+    try:
+        return _RemoteProbe.options(name=name, **options).remote(profile.to_dict(), space.to_dict(), vocab)
+    except ray.exceptions.ActorAlreadyExistsError:  # this node's previous probe is still being torn down
+        return _RemoteProbe.options(name=f"{name}:{time.monotonic_ns() % 10**6}", **options).remote(
+            profile.to_dict(), space.to_dict(), vocab)
 
 
 @dataclass
@@ -108,7 +117,7 @@ def collect(archs: Sequence[Arch], profiles: Sequence[DeviceProfile], space: Sea
     latency_space = space.latency_space()
     for arch in archs:
         latency_space.check(arch)
-    done = _existing_keys(out, space.name)
+    done = existing_keys(out, space.name)
     unique = list({a.key(): a for a in archs}.values())
     todo = {p.name: [a for a in unique if (a.key(), p.name) not in done] for p in profiles}
     summary = CollectSummary(skipped={p.name: len(unique) - len(todo[p.name]) for p in profiles})
@@ -120,7 +129,7 @@ def collect(archs: Sequence[Arch], profiles: Sequence[DeviceProfile], space: Sea
                       task_timeout_s, max_failures)
     with JournalWriter(out) as writer:
         try:
-            run.loop(writer)
+            run.loop(writer.append)
         finally:
             run.stop()
     LatencyDataset.compact(out)
@@ -128,7 +137,42 @@ def collect(archs: Sequence[Arch], profiles: Sequence[DeviceProfile], space: Sea
     return summary
 
 
-def _existing_keys(out: Path, space_name: str) -> set[tuple[str, str]]:
+def measure_on_devices(archs: Sequence[Arch], profiles: Sequence[DeviceProfile], space: SearchSpace,
+                       vocab: int | None = None, *, progress: Progress | None = None,
+                       startup_timeout_s: float = 120.0, task_timeout_s: float | None = None,
+                       max_failures: int = 2) -> dict[str, list[dict[str, Any]]]:
+    """Measure every Arch on every profile's device through pinned LatencyProbe actors (one per
+    device node, work spread over the nodes) and return ``{profile name: [record, ...]}`` in the
+    order of ``archs`` (duplicates measured once); nothing is written to disk. DeviceError at
+    once when a device has no alive node (before any actor is requested), or when every node
+    of a device is lost mid-way. An Arch whose measurement keeps failing (``max_failures``
+    times) is missing from its device's list (logged). Ray must be initialised."""
+    latency_space = space.latency_space()
+    for arch in archs:
+        latency_space.check(arch)
+    unique = list({a.key(): a for a in archs}.values())
+    names = [p.name for p in profiles]
+    if len(set(names)) != len(names):
+        raise DeviceError(f"measure_on_devices: profile names must be distinct, got {names}")
+    if not unique or not profiles:
+        return {name: [] for name in names}
+    nodes = require_devices(profiles)  # fails fast, before any actor is requested
+    summary = CollectSummary(skipped=dict.fromkeys(names, 0))
+    run = _Collection(profiles, space, vocab, nodes, {name: list(unique) for name in names}, summary, progress,
+                      startup_timeout_s, task_timeout_s, max_failures)
+    got: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
+    try:
+        run.loop(lambda record: got[record["device"]].setdefault(record["arch_key"], record))
+    finally:
+        run.stop()
+    for name, keys in summary.failed.items():
+        log.warning("%s: %d arch(s) could not be measured: %s", name, len(keys), ", ".join(keys[:5]))
+    return {name: [got[name][a.key()] for a in unique if a.key() in got[name]] for name in names}
+
+
+def existing_keys(out: Path, space_name: str) -> set[tuple[str, str]]:
+    """(arch key, device) pairs ``out`` already holds; DataError / ConfigError when it is
+    unreadable or holds another space's rows (the CLI calls this before it starts Ray)."""
     if not out.is_file() and not journal_path(out).is_file():
         return set()
     existing = LatencyDataset.load(out)
@@ -168,7 +212,8 @@ class _Collection:
         for name in self.profiles:
             summary.measured.setdefault(name, 0)
 
-    def loop(self, writer: JournalWriter) -> None:
+    def loop(self, sink: Callable[[dict[str, Any]], None]) -> None:
+        """Measure everything queued; each record goes to ``sink`` as it arrives."""
         started = self._start(self.nodes)
         for name, count in started.items():
             if not count:
@@ -190,7 +235,7 @@ class _Collection:
             except ray.exceptions.RayTaskError as exc:
                 self._failed(probe, arch, exc)
             else:
-                self._write(writer, probe, arch, record)
+                self._write(sink, probe, arch, record)
             self._dispatch(probe)
         lost = [name for name, queue in self.queues.items() if queue]
         if lost:
@@ -246,11 +291,12 @@ class _Collection:
                 for probe in list(probes):
                     self._dispatch(probe)
 
-    def _write(self, writer: JournalWriter, probe: _Probe, arch: Arch, record: dict[str, Any]) -> None:
+    def _write(self, sink: Callable[[dict[str, Any]], None], probe: _Probe, arch: Arch,
+               record: dict[str, Any]) -> None:
         key = (arch.key(), probe.device)
         if key in self.written:  # a retried arch that had in fact finished: keep the first row
             return
-        writer.append(record)
+        sink(record)
         self.written.add(key)
         self.summary.measured[probe.device] += 1
         if self.progress is not None:

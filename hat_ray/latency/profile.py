@@ -41,6 +41,8 @@ from typing import Any
 from hat_ray.errors import ConfigError
 from hat_ray.resources import load_named_yaml
 
+# How to fix a profile file: every problem message ends with where complete examples are.
+PROFILE_HINT = "compare with a bundled profile in device_profiles/, e.g. local_cpu.yaml"
 _DEVICES = ("cpu", "cuda")
 _DTYPES = ("float32", "float16", "bfloat16")
 _STATISTICS = ("trimmed_mean", "median")
@@ -98,7 +100,7 @@ class DeviceProfile:
     def from_dict(cls, data: Any, source: str = "device profile") -> DeviceProfile:
         """Validate a plain dict; ConfigError lists every problem."""
         if not isinstance(data, Mapping):
-            raise ConfigError(source, [f"expected a mapping at top level, got {type(data).__name__}"])
+            raise ConfigError(source, [f"expected a mapping at top level, got {type(data).__name__}"], PROFILE_HINT)
         problems: list[str] = []
         known = {"name", "description", "device", "dtype", "threads", "ray", "protocol", "latency_normaliser_ms"}
         problems += [f"unknown top-level key {k!r} (allowed: {sorted(known)})" for k in data if k not in known]
@@ -122,7 +124,7 @@ class DeviceProfile:
         placement = _parse_ray(data.get("ray"), problems) if "ray" in data else None
         protocol = _parse_protocol(data.get("protocol", {}), problems)
         if problems:
-            raise ConfigError(source, problems)
+            raise ConfigError(source, problems, PROFILE_HINT)
         assert placement is not None and protocol is not None
         return cls(name, device, dtype, int(threads), placement, protocol, float(norm),
                    str(data.get("description", "")))

@@ -129,6 +129,7 @@ class StopwatchMeter(InertFairseqObject):
 STAND_INS: tuple[type[InertFairseqObject], ...] = (AverageMeter, TimeMeter, StopwatchMeter)
 _SAFE_GLOBALS: list[Any] = [argparse.Namespace, *((cls, cls.fairseq_name) for cls in STAND_INS)]
 
+_REFETCH = "copy or download it again (HAT's released checkpoint_best.pt files load as they are)"
 _REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose module)")
 _REFUSED_OTHER = re.compile(r"(unrecognized function|Can only create new object|Can only build)")
 
@@ -147,17 +148,17 @@ def load_hat_file(path: str | Path) -> dict[str, Any]:
 def _load_container(path: Path) -> tuple[dict[str, Any], int]:
     """(container, number of float16 tensors converted to float32)."""
     if not path.is_file():
-        raise DataError(f"HAT checkpoint {path} does not exist")
+        raise DataError(f"HAT checkpoint {path} does not exist; check the path")
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise _unpickling_error(path, str(exc)) from None
     except Exception as exc:  # torch.load raises many types on damaged input
-        detail = " ".join(str(exc).split())[:200]
+        detail = " ".join(str(exc).split()).split(". ")[0][:160]
         raise DataError(
             f"HAT checkpoint {path} is corrupted, truncated or not a torch checkpoint "
-            f"({type(exc).__name__}: {detail})"
+            f"({type(exc).__name__}: {detail}); {_REFETCH}"
         ) from None
     if not isinstance(obj, dict):
         raise DataError(f"{path} is not a HAT/fairseq checkpoint (top level is {type(obj).__name__}, not a dict)")
@@ -173,13 +174,14 @@ def _unpickling_error(path: Path, message: str) -> DataError:
         return DataError(
             f"HAT checkpoint {path}: refused to load global {name} for safety (a HAT checkpoint "
             "may only contain tensors, plain data, argparse.Namespace and fairseq meters); "
-            "the file was not loaded"
+            "the file was not loaded: import only genuine HAT/fairseq checkpoints from a trusted source"
         )
     detail = message.split("WeightsUnpickler error:")[-1].split("Check the documentation of torch.load")[0]
     detail = " ".join(detail.split())[:200]
     if _REFUSED_OTHER.search(message):
-        return DataError(f"HAT checkpoint {path}: refused for safety ({detail}); the file was not loaded")
-    return DataError(f"HAT checkpoint {path} is corrupted, truncated or not a torch checkpoint ({detail})")
+        return DataError(f"HAT checkpoint {path}: refused for safety ({detail}); the file was not loaded: "
+                         "import only genuine HAT/fairseq checkpoints from a trusted source")
+    return DataError(f"HAT checkpoint {path} is corrupted, truncated or not a torch checkpoint ({detail}); {_REFETCH}")
 
 
 def _to_fp32(obj: Any, counter: list[int]) -> Any:
@@ -553,8 +555,11 @@ def import_hat_checkpoint(ckpt_path: str | Path, dict_dir: str | Path | None = N
 def _container_args(container: Mapping[str, Any], path: Path) -> argparse.Namespace:
     missing = [key for key in ("model", "args") if key not in container]
     if missing:
+        hint = ("it is a hat-ray checkpoint already: pass it to hat-ray directly"
+                if container.get("format") == "hat-ray-checkpoint"
+                else "give HAT's checkpoint_best.pt or a fairseq 0.8 checkpoint")
         raise DataError(f"{path} is not a HAT/fairseq checkpoint: it lacks {', '.join(missing)} "
-                        f"(keys: {', '.join(map(str, list(container)[:8]))})")
+                        f"(keys: {', '.join(map(str, list(container)[:8]))}); {hint}")
     args = container["args"]
     if not isinstance(args, argparse.Namespace):
         raise DataError(f"{path}: 'args' is a {type(args).__name__}, expected argparse.Namespace (fairseq 0.8)")

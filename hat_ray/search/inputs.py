@@ -8,7 +8,7 @@ from typing import Any
 from hat_ray.checkpoint import load_checkpoint, model_from_checkpoint
 from hat_ray.data.batching import Batch, collate, encode_corpus, make_batches
 from hat_ray.data.datasets import load_split
-from hat_ray.data.tokenizer import tokenizer_from_checkpoint
+from hat_ray.data.tokenizer import FairseqDictTokenizer, tokenizer_from_checkpoint
 from hat_ray.errors import DataError, HatRayError
 from hat_ray.model.transformer import Transformer
 from hat_ray.space import SearchSpace
@@ -27,9 +27,14 @@ def load_supernet(path: str | Path) -> tuple[Transformer, SearchSpace, dict[str,
 def validation_batches(ckpt: dict[str, Any], data: str, data_dir: str | None, max_positions: int,
                        max_tokens: int = 4096, sentences: int | None = None, source: str = "checkpoint") -> list[Batch]:
     """The fixed validation subset (first ``sentences`` pairs, default all), tokenised with the
-    checkpoint's tokenizer, in length-sorted batches of at most ``max_tokens`` tokens."""
+    checkpoint's tokenizer, in length-sorted batches of at most ``max_tokens`` tokens. The
+    translation direction recorded in the checkpoint applies when ``data`` is its training data."""
     tokenizer = tokenizer_from_checkpoint(ckpt, source)
-    corpus = load_split(data, "valid", data_dir)
+    info = ckpt.get("data") or {}
+    same = data == info.get("data") or str(Path(data).resolve()) == info.get("data")
+    corpus = load_split(data, "valid", data_dir, src_lang=info.get("src_lang") if same else None,
+                        tgt_lang=info.get("tgt_lang") if same else None,
+                        segmented=isinstance(tokenizer, FairseqDictTokenizer))
     if sentences is not None:
         if sentences < 1:
             raise HatRayError(f"--valid-sentences must be positive, got {sentences}")

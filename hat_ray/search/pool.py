@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 import ray
@@ -53,7 +54,7 @@ class ScorerActor:
 
         mem = psutil.Process().memory_full_info()
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
-                "rss": mem.rss, "uss": getattr(mem, "uss", mem.rss)}
+                "rss": mem.rss, "uss": getattr(mem, "uss", mem.rss), "pss": getattr(mem, "pss", None)}
 
 
 @ray.remote(num_cpus=0)
@@ -69,6 +70,12 @@ class ScorerPool:
         self.max_retries = max_retries
         self.spawned = 0
         self.retries = 0
+        self.scored = 0  # candidates scored by a scorer (not answered from the cache)
+        self.cache_hits = 0
+        self.busy_seconds = 0.0  # sum over scorers of the time spent scoring (reported by the scorer)
+        self.call_seconds = 0.0  # the same seen from here: dispatch + scoring + reply
+        self.first_call: float | None = None  # epoch s of the first dispatch / last completion:
+        self.last_done: float | None = None  # the scoring window (utilisation = busy / (window x K))
         self.free: asyncio.Queue = asyncio.Queue()
         self.actors = [self._spawn() for _ in range(size)]
         for actor in self.actors:
@@ -85,9 +92,13 @@ class ScorerPool:
     async def score(self, arch: dict[str, Any]) -> dict[str, Any]:
         key = Arch.from_dict(arch).key()
         if key in self.cache:
+            self.cache_hits += 1
             return {"loss": self.cache[key], "seconds": 0.0, "cached": True}
         for attempt in range(self.max_retries + 1):
             actor = await self.free.get()
+            start = time.perf_counter()
+            if self.first_call is None:
+                self.first_call = time.time()
             try:
                 result = await actor.score.remote(arch)
             except _LOST as exc:
@@ -102,6 +113,10 @@ class ScorerPool:
                 self.free.put_nowait(actor)
                 raise
             self.free.put_nowait(actor)
+            self.call_seconds += time.perf_counter() - start
+            self.last_done = time.time()
+            self.busy_seconds += float(result["seconds"])
+            self.scored += 1
             self.cache[key] = result["loss"]
             return {**result, "cached": False, "attempts": attempt + 1}
         raise RuntimeError(f"candidate {key} failed on {self.max_retries + 1} scorers")
@@ -114,6 +129,9 @@ class ScorerPool:
     async def stats(self) -> dict[str, Any]:
         infos = await asyncio.gather(*[a.info.remote() for a in self.actors], return_exceptions=True)
         return {"size": len(self.actors), "spawned": self.spawned, "retries": self.retries,
+                "scored": self.scored, "cache_hits": self.cache_hits,
+                "busy_seconds": self.busy_seconds, "call_seconds": self.call_seconds,
+                "window_seconds": (self.last_done - self.first_call) if self.last_done and self.first_call else 0.0,
                 "scorers": [i for i in infos if isinstance(i, dict)]}
 
     def actor_handles(self) -> list[Any]:

@@ -9,6 +9,11 @@ Outputs in ``out``::
     evaluations.jsonl    durable evaluation log (what --resume replays)
     search_config.json   the options of the run (checked on --resume)
     tune/                Ray Tune experiment (TensorBoard logs per trial);  tb/: best-so-far curve
+
+With ``measure_top`` K > 0 the final top-K (best K by loss; Pareto: up to K along the front)
+are re-measured on the real constrained devices through the latency probes after the search;
+result.json then reports measured vs predicted latency (``top``, ``measured``). The devices are
+checked before the search starts: a device without a node fails at once.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import math
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,12 +35,14 @@ from ray import tune
 
 from hat_ray.arch import Arch
 from hat_ray.checkpoint import atomic_write
-from hat_ray.errors import HatRayError
+from hat_ray.cluster import require_devices
+from hat_ray.errors import ConfigError, HatRayError
+from hat_ray.latency.profile import DeviceProfile
 from hat_ray.model.accounting import count_flops, count_params
 from hat_ray.search.constraints import Constraints
 from hat_ray.search.evolution import make_engine
 from hat_ray.search.pool import start_pool
-from hat_ray.search.report import write_outputs
+from hat_ray.search.report import top_candidates, write_outputs
 from hat_ray.search.searcher import EvolutionSearcher, log_cache
 from hat_ray.search.trial import score_trial
 from hat_ray.space import SearchSpace
@@ -53,6 +61,7 @@ class SearchOptions:
     scorer_cpus: float = 1.0
     use_gpu: bool = False
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    measure_top: int = 0  # re-measure the final top-K on the constrained devices (0: off)
 
 
 def _make_config(space: SearchSpace, constraints: Constraints, pool: str, namespace: str | None):
@@ -114,11 +123,17 @@ def hypervolume(points: list[tuple[float, float]], ref: tuple[float | None, floa
 
 def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[str, Any]],
                constraints: Constraints, out: str | Path, options: SearchOptions,
-               resume: bool = False, run_info: dict[str, Any] | None = None) -> dict[str, Any]:
+               resume: bool = False, run_info: dict[str, Any] | None = None,
+               profiles: Sequence[DeviceProfile] | None = None) -> dict[str, Any]:
     """Run (or resume) a search; returns the result dict also written to ``out/result.json``.
-    Ray must already be initialised (see hat_ray.cluster / the CLI)."""
+    Ray must already be initialised (see hat_ray.cluster / the CLI). ``profiles``: the device
+    profile of each constrained device for ``options.measure_top`` (default: the bundled
+    profile named like the device)."""
     out = Path(out).resolve()
     _check_capacity(options)
+    measure_profiles = measurement_profiles(constraints, options.measure_top, profiles)
+    if measure_profiles:
+        require_devices(list(measure_profiles.values()))  # a device without a node fails before the search
     out.mkdir(parents=True, exist_ok=True)
     _check_resume(out, options, resume, run_info or {})
     engine = make_engine(options.algorithm, space, constraints, options.seed, options.budget, **options.engine_kwargs)
@@ -133,16 +148,63 @@ def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[s
         searcher = EvolutionSearcher(engine, _make_config(space, constraints, f"{name}-pool", namespace),
                                      max_concurrent=2 * options.scorers, log_path=log_path,
                                      on_record=_BestSoFar(out / "tb", constraints), cache=cache)
+        fit_started = time.time()
         with contextlib.redirect_stdout(sys.stderr):  # keep stdout for results (--json)
             _tuner(out, searcher, attempt=_next_attempt(out)).fit()
+        fit_seconds = time.time() - fit_started
         stats = ray.get(pool.stats.remote())
     finally:
-        ray.kill(pool)
-    result = write_outputs(out, space, engine, constraints, {
-        **(run_info or {}), "algorithm": options.algorithm, "scorers": options.scorers,
-        "wall_seconds": time.time() - started, "scorer_retries": stats["retries"],
-    })
-    return result
+        ray.kill(pool)  # its scorers go with it: their CPUs are free for the probes
+    info = {**(run_info or {}), "algorithm": options.algorithm, "scorers": options.scorers,
+            "wall_seconds": time.time() - started, "tune_seconds": round(fit_seconds, 3),
+            "scorer_retries": stats["retries"], "scored": stats["scored"],
+            "scorer_busy_seconds": round(stats["busy_seconds"], 3),
+            "scoring_window_seconds": round(stats["window_seconds"], 3)}
+    top, measured = None, None
+    if measure_profiles:
+        t0 = time.time()
+        top = top_candidates(engine, options.measure_top, pareto=options.algorithm == "pareto")
+        measured = measure_candidates([a for a, _ in top], measure_profiles, space)
+        info["measure_seconds"] = round(time.time() - t0, 2)
+    return write_outputs(out, space, engine, constraints, info, top=top, measured=measured)
+
+
+def measurement_profiles(constraints: Constraints, k: int, profiles: Sequence[DeviceProfile] | None = None
+                         ) -> dict[str, DeviceProfile]:
+    """{constrained device: its DeviceProfile} for re-measuring the top ``k`` ({} when k is 0).
+    A device without a given profile is loaded as a bundled profile (or YAML path) of that name."""
+    if k < 0:
+        raise HatRayError(f"--measure-top must be 0 (off) or a positive number of candidates, got {k}")
+    if k == 0:
+        return {}
+    if not constraints.items:
+        raise HatRayError("--measure-top needs at least one --device PROFILE[:LIMIT_MS] to measure on")
+    given = {p.name: p for p in profiles or ()}
+    out: dict[str, DeviceProfile] = {}
+    for device in constraints.devices:
+        if device in given:
+            out[device] = given[device]
+            continue
+        try:
+            out[device] = DeviceProfile.load(device)
+        except ConfigError as exc:
+            raise HatRayError(f"--measure-top measures on the --device profiles, but {device!r} is not one "
+                              f"({exc.problems[0]}); name the device by its profile or drop --measure-top") from None
+    return out
+
+
+def measure_candidates(archs: list[Arch], profiles: dict[str, DeviceProfile], space: SearchSpace
+                       ) -> dict[str, dict[str, float]]:
+    """{arch key: {device: measured ms}} through the latency probes (hat_ray.latency.probe)."""
+    from hat_ray.latency.probe import measure_on_devices
+
+    by_profile = {p.name: p for p in profiles.values()}
+    records = measure_on_devices(archs, list(by_profile.values()), space)
+    measured: dict[str, dict[str, float]] = {a.key(): {} for a in archs}
+    for device, profile in profiles.items():
+        for record in records[profile.name]:
+            measured[record["arch_key"]][device] = float(record["latency_ms"])
+    return measured
 
 
 def _tuner(out: Path, searcher: EvolutionSearcher, attempt: int) -> tune.Tuner:
@@ -181,7 +243,8 @@ def _check_capacity(options: SearchOptions) -> None:
 
 def _check_resume(out: Path, options: SearchOptions, resume: bool, run_info: dict[str, Any]) -> None:
     cfg_path = out / "search_config.json"
-    current = {"options": asdict(options), **{k: v for k, v in run_info.items() if k in ("supernet", "devices")}}
+    opts = {k: v for k, v in asdict(options).items() if k != "measure_top"}  # after the search: may change
+    current = {"options": opts, **{k: v for k, v in run_info.items() if k in ("supernet", "devices")}}
     if resume:
         if not cfg_path.exists():
             raise HatRayError(f"nothing to resume in {out} (no search_config.json): run without --resume")

@@ -23,6 +23,15 @@ from hat_ray.train.config import TrainConfig
 log = logging.getLogger("hat_ray.train")
 
 
+def _json_line(line: str) -> dict[str, Any] | None:
+    """A log line as a dict; None for an empty or torn (partially written) line."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return row if isinstance(row, dict) else None
+
+
 class TrainLogger:
     def __init__(self, out: Path | None, cfg: TrainConfig, rank: int) -> None:
         self.out, self.cfg, self.rank = (Path(out) if out is not None else None), cfg, rank
@@ -88,13 +97,16 @@ class TrainLogger:
         self._append(f"trace/rank{self.rank}.jsonl", row, all_ranks=True)
 
     def truncate(self, update: int) -> None:
-        """Drop log lines past ``update`` (a resume replays them)."""
+        """Drop log lines past ``update`` (a resume replays them), and a torn last line left by
+        a process killed mid-write; the file is rewritten atomically."""
         for name in ("train_log.jsonl", "valid_log.jsonl", f"trace/rank{self.rank}.jsonl"):
             path = self._path(name)
             if path is None or not path.is_file() or (not self.main and not name.startswith("trace")):
                 continue
-            rows = [line for line in path.read_text().splitlines() if line and json.loads(line)["update"] <= update]
-            path.write_text("".join(r + "\n" for r in rows))
+            rows = [line for line in path.read_text(encoding="utf-8").splitlines()
+                    if (row := _json_line(line)) is not None and row.get("update", update + 1) <= update]
+            text = "".join(r + "\n" for r in rows)
+            atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
 
     def _append(self, name: str, row: dict[str, Any], all_ranks: bool = False) -> None:
         path = self._path(name)

@@ -133,7 +133,8 @@ def make_spec(space: SearchSpace, cfg: TrainConfig, data: DataOptions, out: str 
     if resume:
         ckpt = load_resume(out)
         if ckpt["space"] != space.to_dict():
-            raise DataError(f"{out / LAST} was trained on space {ckpt['space'].get('name')!r}, not {space.name!r}")
+            raise DataError(f"{out / LAST} was trained on space {ckpt['space'].get('name')!r}, not {space.name!r}: "
+                            "resume with the --space it was trained on, or start a new run with another --out")
         tokenizer = tokenizer_from_checkpoint(ckpt, str(out / LAST))
         vocab = _vocab_rows(ckpt)
     elif (out / LAST).exists():
@@ -158,7 +159,8 @@ def _inherit(path: str | Path, space: SearchSpace, arch: Arch) -> tuple[dict[str
     tokenizer and embedding sizes."""
     ckpt = load_checkpoint(path)
     if ckpt.get("kind") != "supernet":
-        raise DataError(f"--init-from {path} is a {ckpt.get('kind')} checkpoint; it must be a SuperTransformer")
+        raise DataError(f"--init-from {path} is a {ckpt.get('kind')} checkpoint; it must be a SuperTransformer "
+                        "(pass a checkpoint of `hat-ray train supernet`)")
     model, ckpt_space = model_from_checkpoint(ckpt)
     ckpt_space.check(arch, source=f"arch (space of {path})")
     space.check(arch)

@@ -9,7 +9,11 @@ Folder layout (``--out DIR``)::
     tb/                       TensorBoard scalars
 
 Every file is written atomically (temp file + rename): an interrupted save leaves the previous
-checkpoint intact. Extra entries (all loadable with ``torch.load(weights_only=True)``):
+checkpoint intact. A ``checkpoint_last.pt`` damaged by something else (a disk error, a partial
+copy) is never silently replaced: ``--resume`` stops with a one-line error naming the file and
+deletes nothing. There is no fallback to a numbered snapshot, because those hold the weights but
+not Adam's state, so continuing from one would not be the exact continuation ``--resume``
+promises; the user restores the file or starts a new run. Extra entries (all loadable with ``torch.load(weights_only=True)``):
 ``optimizer`` (Adam state dict), ``progress`` {update, position, tokens, elapsed_s, epoch,
 world, fingerprint}, ``train_config``, ``tokenizer`` {kind, model bytes}, ``data`` (where the
 corpus came from), ``valid`` (last validation losses).
@@ -32,6 +36,8 @@ from hat_ray.train.config import EXACT_RESUME_KEYS, TrainConfig
 log = logging.getLogger(__name__)
 
 LAST = "checkpoint_last.pt"
+RESUME_FIX = ("nothing was deleted: restore it from a backup, or start a new run with another --out "
+              "(the checkpoint_u*.pt snapshots keep the weights but not the optimizer state)")
 SUMMARY = "summary.json"
 _NUMBERED = re.compile(r"checkpoint_u(\d+)\.pt")
 
@@ -66,8 +72,9 @@ def load_resume(out: Path) -> dict[str, Any]:
     """The checkpoint to resume from; DataError when there is none or it is not a training one."""
     path = Path(out) / LAST
     if not path.is_file():
-        raise DataError(f"--resume: no checkpoint to resume from in {out} (expected {LAST})")
-    ckpt = load_checkpoint(path)
+        raise DataError(f"--resume: no checkpoint to resume from in {out} (expected {LAST}); "
+                        "run without --resume to start a new run")
+    ckpt = load_checkpoint(path, fix=RESUME_FIX)
     missing = [k for k in ("optimizer", "progress", "train_config") if k not in ckpt]
     if missing:
         raise DataError(f"{path} has no {', '.join(missing)}: not a training checkpoint, cannot resume")

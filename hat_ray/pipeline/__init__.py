@@ -1,0 +1,1 @@
+"""Experiment pipelines: `hat-ray pipeline CONFIG.yaml` and `hat-ray demo` (see run.py)."""

@@ -1,0 +1,222 @@
+"""`hat-ray pipeline` end to end on a tiny experiment: every stage, the report, caching, a kill
+during the search stage followed by a re-run that skips the finished stages, `--from`, stale
+settings, and experiment-file validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from tiny_space import tiny_space_dict
+
+from hat_ray.cli.main import main
+from hat_ray.data.synthetic import synthetic_split
+from hat_ray.errors import ConfigError
+from hat_ray.pipeline.baselines import baselines, uniform_arch
+from hat_ray.pipeline.config import Experiment, parse_limit
+from hat_ray.pipeline.run import NAMES, fingerprints
+from hat_ray.space import SearchSpace
+
+HAT_RAY = [sys.executable, "-m", "hat_ray.cli.main"]
+
+
+def _corpus(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", 400), ("valid", 40), ("test", 30)):
+        c = synthetic_split(split, size=n)
+        (folder / f"{split}.en").write_text("\n".join(c.src) + "\n")
+        (folder / f"{split}.de").write_text("\n".join(c.tgt) + "\n")
+    return folder
+
+
+def _experiment(tmp: Path, **changes) -> dict:
+    space = tmp / "tiny.yaml"
+    space.write_text(yaml.safe_dump(tiny_space_dict()))
+    exp = {
+        "name": "tiny", "space": str(space), "out": str(tmp / "run"),
+        "devices": [{"profile": "local_cpu", "limits_ms": ["p40", "p80"]}],
+        "data": {"name": str(_corpus(tmp / "data")), "src_lang": "en", "tgt_lang": "de", "vocab_size": 200, "valid_sentences": 20, "test_sentences": 12},
+        "supernet": {"max_updates": 12, "max_tokens": 512, "lr": 0.002, "warmup_updates": 4, "validate_every": 0,
+                     "save_every": 4, "threads": 1},
+        "latency": {"archs": 14},
+        "search": {"scorers": 1, "population": 6, "parents": 2, "mutations": 2, "crossovers": 2, "iterations": 4,
+                   "max_tokens": 512},
+        "train": {"max_updates": 2, "baselines": ["largest", "smallest"], "max_tokens": 512, "warmup_updates": 1,
+                  "threads": 1},
+        "evaluate": {"beam": 1},
+    }
+    for key, value in changes.items():
+        exp[key] = {**exp[key], **value} if isinstance(value, dict) else value
+    return exp
+
+
+def _write(tmp: Path, exp: dict) -> Path:
+    path = tmp / "experiment.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    return path
+
+
+def _env() -> dict:
+    return {**os.environ, "HAT_RAY_DASHBOARD": "0", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
+@pytest.fixture(scope="module")
+def killed_and_rerun(tmp_path_factory):
+    """Run the pipeline in a subprocess, SIGKILL it once the search has logged evaluations, then
+    re-run it to the end."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    config = _write(tmp, _experiment(tmp))
+    run = tmp / "run"
+    log1 = (tmp / "first.log").open("w")
+    proc = subprocess.Popen([*HAT_RAY, "pipeline", str(config)], stdout=log1, stderr=subprocess.STDOUT, env=_env(),
+                            start_new_session=True)
+    deadline = time.time() + 300
+    evals = run / "search"
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            logs = list(evals.glob("*/evaluations.jsonl"))
+            if logs and sum(len(p.read_text().splitlines()) for p in logs) >= 3:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"pipeline ended before the search: {(tmp / 'first.log').read_text()[-3000:]}"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    state = json.loads((run / "pipeline.json").read_text())
+    before = set(state["stages"])
+    second = subprocess.run([*HAT_RAY, "pipeline", str(config), "--json"], capture_output=True, text=True, env=_env(),
+                            timeout=600)
+    assert second.returncode == 0, second.stderr[-4000:]
+    return tmp, config, before, second
+
+
+def test_kill_during_search_then_rerun_skips_finished_stages(killed_and_rerun):
+    tmp, _, before, second = killed_and_rerun
+    assert before == {"supernet", "latency", "predictor"}  # killed inside the search stage
+    for stage in ("supernet", "latency", "predictor"):
+        assert f"{stage}: cached" in second.stderr
+    assert "(resuming)" in second.stderr  # the interrupted search continued from its log
+    run = tmp / "run"
+    for log in (run / "search").glob("*/evaluations.jsonl"):
+        keys = [json.loads(line)["key"] for line in log.read_text().splitlines() if line.strip()]
+        assert len(keys) == len(set(keys)), f"{log}: an Arch was evaluated twice"
+    summary = json.loads(second.stdout)
+    assert set(summary) == set(NAMES)
+
+
+def test_report_and_outputs(killed_and_rerun):
+    tmp, _, _, second = killed_and_rerun
+    run = tmp / "run"
+    summary = json.loads(second.stdout)
+    for name in ("report.md", "pareto.png", "latency_pred_vs_measured.png", "bleu_vs_latency.png", "experiment.yaml"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    assert (run / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    searched = summary["search"]
+    assert set(searched) == {"local_cpu-p40", "local_cpu-p80"}
+    for s in searched.values():
+        assert s["predicted_ms"]["local_cpu"] <= s["limit_ms"] + 1e-9
+    models = summary["evaluate"]["models"]
+    roles = {m["role"] for m in models}
+    assert roles == {"searched", "baseline"}
+    for m in models:
+        assert m["measured_ms"]["local_cpu"] > 0 and m["predicted_ms"]["local_cpu"] > 0
+        assert 0 <= m["sacrebleu"] <= 100 and "nrefs:1" in m["signature"]
+        assert (run / "train" / m["name"] / "checkpoint_last.pt").is_file()
+    report = (run / "report.md").read_text()
+    assert "## Trained models" in report and "baseline-largest" in report and "local_cpu-p40" in report
+    assert len(summary["report"]["table"]) == len(models)
+
+
+def test_finished_pipeline_is_fully_cached_and_status(killed_and_rerun, capsys):
+    tmp, config, _, _ = killed_and_rerun
+    t0 = time.time()
+    assert main(["pipeline", str(config), "--json"]) == 0
+    out = capsys.readouterr()
+    assert time.time() - t0 < 30
+    assert all(f"{s}: cached" in out.err for s in NAMES)
+    assert main(["pipeline", str(config), "--status", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["status"] for r in rows] == ["done"] * len(NAMES)
+
+
+def test_changed_settings_are_refused_then_from_reruns(killed_and_rerun, capsys):
+    tmp, config, _, _ = killed_and_rerun
+    exp = yaml.safe_load(config.read_text())
+    exp["evaluate"]["beam"] = 2
+    changed = tmp / "changed.yaml"
+    changed.write_text(yaml.safe_dump(exp))
+    report = (tmp / "run" / "report.md").read_bytes()
+    assert main(["pipeline", str(changed)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--from evaluate" in err and len(err.splitlines()) == 1
+    assert (tmp / "run" / "report.md").read_bytes() == report  # nothing touched
+    assert main(["pipeline", str(changed), "--status", "--json"]) == 0
+    status = {r["stage"]: r["status"] for r in json.loads(capsys.readouterr().out)}
+    assert status["train"] == "done" and status["evaluate"] == "stale" and status["report"] == "stale"
+    # --from re-runs that stage (its outputs replaced) and keeps everything before it
+    (tmp / "run" / "bleu_vs_latency.png").write_bytes(b"stale")
+    assert main(["pipeline", str(config), "--from", "report", "--json"]) == 0
+    out = capsys.readouterr()
+    assert "evaluate: cached" in out.err and "report: write" in out.err
+    assert (tmp / "run" / "bleu_vs_latency.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads(out.out)["report"]["table"]
+
+
+def test_experiment_validation_reports_every_problem(tmp_path):
+    exp = _experiment(tmp_path)
+    exp["supernet"]["max_tokens"] = "many"
+    exp["search"]["algorithm"] = "genetic"
+    exp["devices"][0]["limits_ms"] = ["fast", -3]
+    exp["bogus"] = 1
+    with pytest.raises(ConfigError) as info:
+        Experiment.from_dict(exp, "x.yaml")
+    msg = str(info.value)
+    for needle in ("bogus", "supernet.max_tokens", "expected an integer"):
+        assert needle in msg, msg
+    exp = _experiment(tmp_path)
+    exp["search"]["algorithm"] = "genetic"
+    exp["devices"][0]["limits_ms"] = ["fast", -3]
+    with pytest.raises(ConfigError) as info:
+        Experiment.from_dict(exp, "x.yaml")
+    assert "genetic" in str(info.value) and "'fast'" in str(info.value) and "-3" in str(info.value)
+    assert parse_limit("p30") == ("percentile", 30.0) and parse_limit(80) == ("ms", 80.0)
+    assert parse_limit("p100") is None and parse_limit(True) is None
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["pipeline", "/nonexistent/exp.yaml"], "does not exist"),
+    (["pipeline", "demo", "--from", "nothing"], "not a stage"),
+])
+def test_pipeline_cli_errors(argv, needle, capsys, tmp_path):
+    assert main([*argv[:2], "--out", str(tmp_path / "o"), *argv[2:]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_fingerprints_chain_and_bundled_experiments_load():
+    exp = Experiment.load("demo")
+    other = Experiment.from_dict({**exp.to_dict(), "search": {**exp.section("search"), "seed": 7}})
+    a, b = fingerprints(exp), fingerprints(other)
+    assert [a[s] == b[s] for s in NAMES] == [True, True, True, False, False, False, False]
+    wmt = Experiment.load("wmt14_en_de_hat")
+    assert [d.profile for d in wmt.devices] == ["raspberrypi4", "xeon_e5_2640", "titanxp"]
+
+
+def test_baselines_are_uniform_and_in_the_space():
+    space = SearchSpace.from_dict(tiny_space_dict())
+    found = baselines(space, ["largest", "shallow", "narrow", "smallest", "medium"])
+    assert found["largest"].decoder_layers == 2 and found["smallest"].decoder_embed_dim == 24
+    assert found["shallow"].decoder_layers == 1 and found["shallow"].decoder_embed_dim == 32
+    for arch in found.values():
+        space.check(arch)
+        assert len(set(arch.decoder_ffn_embed_dim)) == 1 and set(arch.decoder_arbitrary_ende_attn) == {-1}
+    assert uniform_arch(space, 1.0, 1.0) == found["largest"]
