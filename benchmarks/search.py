@@ -164,10 +164,6 @@ def make_predictor(args: argparse.Namespace, space: Any, profile: Any) -> tuple[
 
 
 # ---------------------------------------------------------------- 1. throughput + 2. memory
-def _uss(info: dict[str, Any]) -> float:
-    return float(info["uss"]) / MiB
-
-
 def pool_throughput(weights: dict[str, Any], batches: list[Any], archs: list[Any], warm: list[Any],
                     rounds: int) -> dict[str, Any]:
     """Pools of 1 and 2 scorers, both alive (Ray has >= 3 logical CPUs; only one pool works at a
@@ -203,9 +199,8 @@ def pool_throughput(weights: dict[str, Any], batches: list[Any], archs: list[Any
         out[str(k)] = {"scorers": k, "candidates": len(archs), "wall_s": round(wall, 2),
                        "candidates_per_s": round(len(archs) / wall, 3), "utilisation": round(busy / (wall * k), 3),
                        "mean_score_s": round(float(np.mean(seconds[k])), 3),
-                       "uss_mib": [round(_uss(i), 1) for i in after[k]["scorers"]],
-                       "pss_mib": [round(float(i["pss"]) / MiB, 1) for i in after[k]["scorers"] if i.get("pss")],
-                       "rss_mib": [round(float(i["rss"]) / MiB, 1) for i in after[k]["scorers"]]}
+                       "memory": [{**_mem(i), "pss_mib": round(float(i.get("pss") or 0) / MiB, 1),
+                                   "rss_mib": round(float(i["rss"]) / MiB, 1)} for i in after[k]["scorers"]]}
     ratios = [a / b for a, b in zip(walls[1], walls[2])]
     out["round_speedups"] = [round(x, 3) for x in ratios]
     out["speedup_2_vs_1"] = round(float(np.median(ratios)), 3)
@@ -214,8 +209,9 @@ def pool_throughput(weights: dict[str, Any], batches: list[Any], archs: list[Any
     return out
 
 
-def copying_scorers_memory(weights: dict[str, Any], batches: list[Any], archs: list[Any], n: int) -> list[float]:
-    """Control: USS (MiB) of ``n`` scorers that each hold a private copy of the weights."""
+def copying_scorers_memory(weights: dict[str, Any], batches: list[Any], archs: list[Any], n: int) -> list[dict[str, float]]:
+    """Control: ``n`` scorers that each hold a PRIVATE copy of the weights (what one copy per
+    actor costs); per scorer USS and where its weights live (MiB)."""
     import ray
 
     @ray.remote(num_cpus=1)
@@ -234,34 +230,45 @@ def copying_scorers_memory(weights: dict[str, Any], batches: list[Any], archs: l
 
             return self.scorer.score(Arch.from_dict(arch)).loss
 
-        def uss(self) -> float:
+        def info(self) -> dict[str, Any]:
             import psutil
 
-            return float(psutil.Process().memory_full_info().uss)
+            from hat_ray.search.pool import weight_placement
+
+            return {"uss": psutil.Process().memory_full_info().uss, **weight_placement(self.scorer.model)}
 
     weights_ref, batches_ref = ray.put(weights), ray.put(batches)
     actors = [CopyingScorer.remote(weights_ref, batches_ref) for _ in range(n)]
     try:
         ray.get([a.score.remote(arch.to_dict()) for a in actors for arch in archs[:2]])
-        return [round(u / MiB, 1) for u in ray.get([a.uss.remote() for a in actors])]
+        return [_mem(i) for i in ray.get([a.info.remote() for a in actors])]
     finally:
         for a in actors:
             ray.kill(a)
 
 
-def memory_summary(weights_mib: float, shared: dict[int, list[float]], copying: dict[int, list[float]]) -> dict[str, Any]:
-    shared_added = sum(shared[2]) - sum(shared[1])
-    copy_added = sum(copying[2]) - sum(copying[1])
-    baseline = copy_added - weights_mib  # a scorer process without its weights
-    weights_added = shared_added - baseline
-    return {"weights_mib": round(weights_mib, 1), "shared_uss_mib": shared, "copying_uss_mib": copying,
-            "second_scorer_adds_mib": round(shared_added, 1),
-            "second_scorer_adds_x_weights": round(shared_added / weights_mib, 2),
-            "copying_second_adds_mib": round(copy_added, 1),
-            "process_baseline_mib": round(baseline, 1),
-            "second_scorer_weight_memory_mib": round(weights_added, 1),
-            "second_scorer_weight_memory_x_weights": round(weights_added / weights_mib, 3),
-            "saved_per_extra_scorer_mib": round(copy_added - shared_added, 1)}
+def _mem(info: dict[str, Any]) -> dict[str, float]:
+    out = {"uss_mib": round(float(info["uss"]) / MiB, 1)}
+    for key in ("weights_private_bytes", "weights_shared_bytes"):
+        if info.get(key) is not None:
+            out[key.replace("_bytes", "_mib")] = round(float(info[key]) / MiB, 2)
+    return out
+
+
+def memory_summary(weights_mib: float, shared: list[dict[str, float]], copying: list[dict[str, float]]) -> dict[str, Any]:
+    """What one more scorer costs on a node: its private memory (USS: the process plus any
+    private weights); the weights themselves are in the object store once per node."""
+    uss = float(np.mean([m["uss_mib"] for m in shared]))
+    weights_private = float(np.mean([m.get("weights_private_mib", math.nan) for m in shared]))
+    copy_private = float(np.mean([m.get("weights_private_mib", math.nan) for m in copying]))
+    return {"weights_mib": round(weights_mib, 1), "shared_scorers": shared, "copying_scorers": copying,
+            "node_scorers_1_mib": round(weights_mib + uss, 1), "node_scorers_2_mib": round(weights_mib + 2 * uss, 1),
+            "second_scorer_adds_mib": round(uss, 1), "second_scorer_adds_x_weights": round(uss / weights_mib, 2),
+            "second_scorer_weight_memory_mib": round(weights_private, 2),
+            "second_scorer_weight_memory_x_weights": round(weights_private / weights_mib, 3),
+            "copying_scorer_weight_memory_mib": round(copy_private, 2),
+            "uss_mean_shared_vs_copying_mib": [round(uss, 1),
+                                               round(float(np.mean([m["uss_mib"] for m in copying])), 1)]}
 
 
 def search_throughput(space: Any, weights: dict[str, Any], batches: list[Any], constraints: Any, out: Path,
@@ -380,8 +387,8 @@ def run_sections(args: argparse.Namespace, sections: set[str], result: dict[str,
         result["pool_throughput"] = pools
         result["pool_seconds"] = round(time.time() - t0, 1)
         if "memory" in sections:
-            copying = {k: copying_scorers_memory(weights, packed, archs, k) for k in (1, 2)}
-            result["memory"] = memory_summary(weights_mib, {k: pools[str(k)]["uss_mib"] for k in (1, 2)}, copying)
+            copying = copying_scorers_memory(weights, packed, archs, 2)
+            result["memory"] = memory_summary(weights_mib, pools["1"]["memory"] + pools["2"]["memory"], copying)
     if "throughput" in sections:
         t0 = time.time()
         searches = {k: search_throughput(space, weights, packed, constraints, args.cache / "runs" / f"tp{k}", k,
@@ -395,7 +402,14 @@ def run_sections(args: argparse.Namespace, sections: set[str], result: dict[str,
         full = validation_batches(ckpt, "synthetic", None, mp, args.max_tokens, None, source=str(supernet))
         corpus = corpus_order_batches(ckpt, str(supernet), None, args.max_tokens, mp)
         result["batching"] = batching_cost(model, full, corpus, archs[:3], rounds=2)
-        result["quality"] = quality(space, model, weights, packed, constraints, full, args)
+        result["quality"] = q = quality(space, model, weights, packed, constraints, full, args)
+        b = result["batching"]
+        # HAT-style scoring at equal generations: more evaluations, each on corpus-order batches
+        q["hat_style_work_ratio"] = round(q["hat_style_evaluations"] * b["score_s_corpus_order"]
+                                          / (q["cached_evaluations"] * b["score_s_sorted"]), 2)
+        if "pool_throughput" in result:  # ... and one process instead of 2 scorers
+            q["hat_style_slowdown_vs_2_scorers"] = round(q["hat_style_work_ratio"]
+                                                         * result["pool_throughput"]["speedup_2_vs_1"], 2)
         result["quality_seconds"] = round(time.time() - t0, 1)
 
 
@@ -486,8 +500,8 @@ def print_table(r: dict[str, Any]) -> None:
                      f"{t['speedup_2_vs_1']}x median of rounds {t['round_speedups']} (target >= 1.7x)"))
     if "search_throughput" in r:
         t = r["search_throughput"]
-        rows.append(("search (Tune): candidates/s, 1 -> 2", f"{t['1']['candidates_per_s']} -> {t['2']['candidates_per_s']}",
-                     f"{t['speedup_2_vs_1']}x"))
+        rows.append(("search (Tune): candidates/s, 1 / 2 scorers", f"{t['1']['candidates_per_s']} / {t['2']['candidates_per_s']}",
+                     "single runs: load-sensitive"))
         for k in ("1", "2"):
             rows.append((f"Tune/driver share, {k} scorer(s): fit / window",
                          f"{100 * t[k]['tune_share_of_fit']:.1f}% / {100 * (t[k]['tune_share_of_window'] or math.nan):.1f}%",
@@ -495,9 +509,10 @@ def print_table(r: dict[str, Any]) -> None:
     if "memory" in r:
         m = r["memory"]
         rows.append(("weights (MiB)", f"{m['weights_mib']}", ""))
-        rows.append(("2nd scorer adds (USS MiB), shared / copy", f"{m['second_scorer_adds_mib']} / {m['copying_second_adds_mib']}",
+        rows.append(("2nd scorer adds (USS MiB: process + private weights)", f"{m['second_scorer_adds_mib']}",
                      f"{m['second_scorer_adds_x_weights']}x weights"))
-        rows.append(("2nd scorer's weight memory (MiB)", f"{m['second_scorer_weight_memory_mib']}",
+        rows.append(("  of which weights (MiB), shared / copying control",
+                     f"{m['second_scorer_weight_memory_mib']} / {m['copying_scorer_weight_memory_mib']}",
                      f"{m['second_scorer_weight_memory_x_weights']}x weights (target < 1.2x)"))
     if "quality" in r:
         q = r["quality"]
@@ -511,6 +526,8 @@ def print_table(r: dict[str, Any]) -> None:
         b = r["batching"]
         rows.append(("score s: sorted vs corpus-order batches", f"{b['score_s_sorted']} vs {b['score_s_corpus_order']}",
                      f"{b['corpus_order_slowdown']}x"))
+        rows.append(("HAT-style scoring work / ours (x 2-scorer speedup)", f"{q['hat_style_work_ratio']}x",
+                     f"{q.get('hat_style_slowdown_vs_2_scorers', '-')}x"))
     width = max(len(a) for a, _, _ in rows) if rows else 10
     for a, b, c in rows:
         print(f"{a:<{width}}  {b:<22}  {c}")

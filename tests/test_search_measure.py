@@ -14,11 +14,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from search_helpers import FakePredictor, tiny_space, write_fake_predictor, write_supernet_checkpoint
+from search_helpers import (
+    FakePredictor,
+    random_batches,
+    tiny_space,
+    tiny_super,
+    write_fake_predictor,
+    write_supernet_checkpoint,
+)
 
 from hat_ray.search.constraints import Constraint, Constraints
 from hat_ray.search.evolution import HatEvolution
+from hat_ray.search.pool import start_pool, weight_placement
 from hat_ray.search.report import measured_summary, top_candidates
+from hat_ray.search.scorer import pack_batches, pack_weights
 
 EVO = ["--population", "8", "--parents", "3", "--mutations", "3", "--crossovers", "2", "--iterations", "2"]
 
@@ -73,6 +82,8 @@ def test_measure_top_two_on_local_cpu(inputs):
     errs = [abs(c["predicted_ms"]["local_cpu"] - c["measured_ms"]["local_cpu"]) for c in top]
     assert per["max_abs_err_ms"] == pytest.approx(max(errs), abs=1e-3)
     assert result["measure_seconds"] > 0
+    assert result["scored"] == result["evaluations"] and result["scorer_busy_seconds"] > 0
+    assert 0 < result["scoring_window_seconds"] <= result["tune_seconds"]
     trials = pd.read_parquet(out / "trials.parquet")
     measured = trials[trials["measured_local_cpu"].notna()]
     assert sorted(measured["key"]) == sorted(c["key"] for c in top)
@@ -124,3 +135,23 @@ def test_measured_summary():
     s = measured_summary(top, c)["per_device"]["dev"]
     assert s["n"] == 2 and s["mape"] == pytest.approx(100 * (0.1 + 4 / 12) / 2, abs=1e-3)
     assert s["max_abs_err_ms"] == pytest.approx(4.0) and s["over_limit"] == 1 and s["mean_err_ms"] == pytest.approx(-2.5)
+
+
+def test_scorers_map_the_weights_zero_copy(ray_local):
+    """Every scorer's parameters live in the shared object-store mapping, none in private memory
+    (a model built in this process is entirely private); the pool counts busy time."""
+    model = tiny_super()
+    total = sum(t.numel() * t.element_size() for t in {t.data_ptr(): t for t in model.state_dict().values()}.values())
+    assert weight_placement(model) == {"weights_shared_bytes": 0, "weights_private_bytes": total}
+    pool = start_pool(pack_weights(model), pack_batches(random_batches()), 2, "zero-copy-test")
+    try:
+        arch = tiny_space().sample(np.random.default_rng(0))
+        ray_local.get(pool.score.remote(arch.to_dict()))
+        ray_local.get(pool.score.remote(arch.to_dict()))  # answered from the cache
+        stats = ray_local.get(pool.stats.remote())
+    finally:
+        ray_local.kill(pool)
+    assert stats["scored"] == 1 and stats["cache_hits"] == 1 and stats["busy_seconds"] > 0
+    assert len(stats["scorers"]) == 2
+    for info in stats["scorers"]:
+        assert info["weights_private_bytes"] == 0 and info["weights_shared_bytes"] == total

@@ -10,6 +10,7 @@ replacement is started. Results already known (a resumed search) are answered fr
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import os
 import time
@@ -54,7 +55,35 @@ class ScorerActor:
 
         mem = psutil.Process().memory_full_info()
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
-                "rss": mem.rss, "uss": getattr(mem, "uss", mem.rss), "pss": getattr(mem, "pss", None)}
+                "rss": mem.rss, "uss": getattr(mem, "uss", mem.rss), "pss": getattr(mem, "pss", None),
+                **weight_placement(self.scorer.model)}
+
+
+def weight_placement(model: Any) -> dict[str, int | None]:
+    """Bytes of ``model``'s parameters and buffers that live in shared mappings (the object
+    store, mapped zero-copy) vs private memory (a copy of this process's own), read from
+    /proc/self/maps; None where that file does not exist (not Linux)."""
+    try:
+        with open("/proc/self/maps", encoding="ascii") as fh:
+            maps = [(int(lo, 16), int(hi, 16), perms[3] == "s")
+                    for lo, hi, perms in ((r.split()[0].split("-") + [r.split()[1]]) for r in fh)]
+    except OSError:
+        return {"weights_shared_bytes": None, "weights_private_bytes": None}
+    maps.sort()
+    starts = [lo for lo, _, _ in maps]
+    shared = private = 0
+    seen: set[int] = set()
+    for tensor in model.state_dict().values():
+        ptr, size = tensor.data_ptr(), tensor.numel() * tensor.element_size()
+        if ptr in seen or not size:
+            continue
+        seen.add(ptr)
+        i = bisect.bisect_right(starts, ptr) - 1
+        if i >= 0 and maps[i][0] <= ptr < maps[i][1] and maps[i][2]:
+            shared += size
+        else:
+            private += size
+    return {"weights_shared_bytes": shared, "weights_private_bytes": private}
 
 
 @ray.remote(num_cpus=0)
