@@ -489,10 +489,9 @@ def test_bad_input(ws, tmp_path, capsys, cli_logging, monkeypatch, build, needle
     assert not (tmp_path / "PWNED").exists()
 
 
-@pytest.mark.parametrize("cid", ["train-resume-truncated", "fit-csv-nan"])
-def test_console_script_prints_the_same_single_line(ws, tmp_path, cid):
+def test_console_script_prints_the_same_single_line(ws, tmp_path):
     """The real console script (own process: logging, warnings, exit code) agrees with the table."""
-    _, build, needle, *_ = next(c for c in CASES if c[0] == cid)
+    _, build, needle, *_ = next(c for c in CASES if c[0] == "train-resume-truncated")
     argv = [str(a) for a in build(ws, tmp_path)]
     proc = subprocess.run([sys.executable, "-m", "hat_ray.cli.main", *argv], capture_output=True, text=True,
                           timeout=120)
