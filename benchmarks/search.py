@@ -23,7 +23,7 @@ The latency limit needs a `local_cpu` predictor: `--predictor PATH`, `--predicto
 `--predictor analytic` (FLOPs / 1 GFLOP/s: no measurement, for smoke runs). The limit is the
 `--limit-quantile` of predicted latency over random Archs unless `--limit-ms` is given.
 
-    nice python benchmarks/search.py                      # ~15 min on 2 busy cores
+    nice python benchmarks/search.py     # 10 min on 2 quiet cores, 19 min at load ~25
     python benchmarks/search.py --supernet CKPT --seeds 0 --sections throughput,memory
 
 Without `--supernet` a demo SuperTransformer is trained once into `--cache`
