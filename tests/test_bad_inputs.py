@@ -221,10 +221,6 @@ def malicious_pickle(d: Path) -> Path:
 
 
 # ---- the table: (id, argv builder, needle naming the problem, substring of the suggested fix) ----
-# A row marked xfail documents a message that still lacks its fix, in a module this table's
-# author could not edit; strict, so fixing it turns the row red until the mark is removed.
-OWNED_ELSEWHERE = "hat_ray/cli/search_cmd.py parse_devices: the message names the problem but suggests no fix"
-
 def _corrupt_lat(d: Path) -> Path:
     return write(d / "lat.parquet", b"PAR1 this is not really parquet")
 
@@ -414,7 +410,10 @@ CASES: list[tuple[Any, ...]] = [  # (id, build(ws, folder) -> argv, needle, fix[
     ("search-unreachable-address", lambda w, d: search(w, d, "--address", "127.0.0.1:1"),
      "cannot reach a Ray cluster at 127.0.0.1:1", "fix --address"),
     ("search-bad-limit", lambda w, d: search(w, d, device="fake:fast"), "'fast' is not a latency in ms",
-     "PROFILE:LIMIT_MS", pytest.mark.xfail(strict=True, reason=OWNED_ELSEWHERE)),
+     "PROFILE:LIMIT_MS"),
+    ("search-out-is-file", lambda w, d: search(w, d, "--out", write(d / "taken.txt", "keep me\n")),
+     "is a file, not a folder", "choose a folder"),
+    ("search-resume-nothing", lambda w, d: search(w, d, "--resume"), "nothing to resume", "run without --resume"),
     ("search-misaligned-valid", lambda w, d: search(w, d, data=corpus(d, valid_src="a\n")),
      "valid.src has 1 lines but", "same number of lines"),
 ]

@@ -106,3 +106,17 @@ def test_console_script_end_to_end(tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
     usage = subprocess.run([exe, "arch", "info"], capture_output=True, text=True, timeout=120)
     assert usage.returncode == 2
+
+
+def test_os_error_is_one_line_exit_2(capsys, monkeypatch):
+    """The safety net for the machine's faults (disk full, permissions) in any command."""
+    import errno
+
+    def full_disk(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/run/checkpoint_last.pt")
+
+    monkeypatch.setattr(SearchSpace, "load", classmethod(full_disk))
+    code, out, err = run(capsys, "space", "show", "demo")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "/data/run/checkpoint_last.pt" in err and "No space left on device" in err and "free disk space" in err

@@ -1,4 +1,5 @@
-"""`hat-ray` entry point. Every HatRayError becomes one line on stderr and exit code 2."""
+"""`hat-ray` entry point. Every HatRayError (and OSError: disk full, permission denied) becomes
+one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -53,6 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except HatRayError as exc:
         print(f"hat-ray: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the machine, not a bug: a full disk, a read-only or missing folder
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"hat-ray: error: cannot access{where}: {exc.strerror or exc}; check the path, its permissions "
+              "and free disk space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hat-ray: interrupted", file=sys.stderr)

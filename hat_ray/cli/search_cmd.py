@@ -55,9 +55,11 @@ def parse_devices(specs: list[str]) -> list[tuple[str, float]]:
         try:
             value = float(limit) if sep else math.inf
         except ValueError:
-            raise HatRayError(f"--device {spec!r}: {limit!r} is not a latency in ms") from None
+            raise HatRayError(f"--device {spec!r}: {limit!r} is not a latency in ms; "
+                              "write it as PROFILE:LIMIT_MS, e.g. local_cpu:120") from None
         if not value > 0:
-            raise HatRayError(f"--device {spec!r}: the limit must be a positive number of ms")
+            raise HatRayError(f"--device {spec!r}: the limit must be a positive number of ms; "
+                              "write it as PROFILE:LIMIT_MS, e.g. local_cpu:120")
         out.append((name, value))
     names = [n for n, _ in out]
     if len(set(names)) != len(names):
@@ -96,9 +98,10 @@ def _run(args: argparse.Namespace) -> int:
         check_address(args.address)  # before minutes of loading
     from hat_ray.search.constraints import Constraint, Constraints
     from hat_ray.search.inputs import load_predictors, load_supernet, validation_batches
-    from hat_ray.search.run import SearchOptions, measurement_profiles, run_search
+    from hat_ray.search.run import SearchOptions, check_out, measurement_profiles, run_search
     from hat_ray.search.scorer import pack_batches, pack_weights
 
+    check_out(args.out, args.resume)  # before minutes of loading
     # --measure-top: the devices' profiles, checked before anything is loaded
     profiles = list(measurement_profiles(Constraints([Constraint(d, limit, None) for d, limit in devices]),
                                          args.measure_top).values())

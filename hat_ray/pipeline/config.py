@@ -53,6 +53,7 @@ class SupernetSection:
     lr: float = 5e-4
     warmup_updates: int = 4000
     schedule: str = "inverse_sqrt"
+    dropout: float | None = None  # None: the space's
     seed: int = 1
     sandwich: bool = False
     validate_every: int = 1000
@@ -99,6 +100,7 @@ class TrainSection:
     max_tokens: int = 4096
     lr: float = 5e-4
     warmup_updates: int = 4000
+    dropout: float | None = None  # None: the space's
     seed: int = 1
     threads: int | None = None
 

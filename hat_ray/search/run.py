@@ -130,6 +130,7 @@ def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[s
     profile of each constrained device for ``options.measure_top`` (default: the bundled
     profile named like the device)."""
     out = Path(out).resolve()
+    check_out(out, resume)
     _check_capacity(options)
     measure_profiles = measurement_profiles(constraints, options.measure_top, profiles)
     if measure_profiles:
@@ -241,20 +242,28 @@ def _check_capacity(options: SearchOptions) -> None:
                           f"{total.get('GPU', 0):g}: drop --gpu or use fewer --scorers")
 
 
+def check_out(out: str | Path, resume: bool) -> None:
+    """The cheap part of the --out / --resume checks, for callers to run before minutes of loading."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise HatRayError(f"--out {out} is a file, not a folder: choose a folder for the search's outputs")
+    if resume and not (out / "search_config.json").exists():
+        raise HatRayError(f"nothing to resume in {out} (no search_config.json): run without --resume")
+    if not resume and (out / "evaluations.jsonl").exists():
+        raise HatRayError(f"{out} already holds a search: pass --resume to continue it or choose a new --out")
+
+
 def _check_resume(out: Path, options: SearchOptions, resume: bool, run_info: dict[str, Any]) -> None:
+    check_out(out, resume)
     cfg_path = out / "search_config.json"
     opts = {k: v for k, v in asdict(options).items() if k != "measure_top"}  # after the search: may change
     current = {"options": opts, **{k: v for k, v in run_info.items() if k in ("supernet", "devices")}}
     if resume:
-        if not cfg_path.exists():
-            raise HatRayError(f"nothing to resume in {out} (no search_config.json): run without --resume")
         saved = json.loads(cfg_path.read_text())
         if saved != json.loads(json.dumps(current)):
             raise HatRayError(f"{cfg_path} was written with other options; resume with the same options "
                               "or use a new --out")
         return
-    if (out / "evaluations.jsonl").exists():
-        raise HatRayError(f"{out} already holds a search: pass --resume to continue it or choose a new --out")
     atomic_write(cfg_path, lambda tmp: Path(tmp).write_text(json.dumps(current, indent=2)))
 
 

@@ -31,6 +31,7 @@ class TrainConfig:
     adam_beta2: float = 0.98
     adam_eps: float = 1e-8
     label_smoothing: float = 0.1
+    dropout: float | None = None  # None: the space's; a short run learns faster with less
     seed: int = 1
     sandwich: bool = False  # each update: largest + smallest + one sampled Arch (supernet only)
     validate_every: int = 1000  # updates; 0: only at the end
@@ -58,6 +59,8 @@ class TrainConfig:
             problems.append(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.schedule == "cosine" and self.max_updates is None:
             problems.append("the cosine schedule needs --max-updates (its horizon); use inverse_sqrt with a time budget")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.label_smoothing < 1:
             problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.lr <= 0 or self.warmup_updates < 0:

@@ -8,6 +8,8 @@ constructor used both in-process and on workers.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,10 +103,13 @@ def build_model(space: SearchSpace, vocab: tuple[int, int], cfg: TrainConfig, ar
     ``init_state`` weights), seeded by ``cfg.seed``. ``vocab``: (source, target) rows."""
     torch.manual_seed(cfg.seed)
     if arch is None:
-        return build_super(space, *vocab)
-    model = Transformer(ModelConfig.for_arch(ModelConfig.for_space(space, *vocab), arch), arch=arch)
-    if init_state is not None:
-        model.load_state_dict(init_state)
+        model = build_super(space, *vocab)
+    else:
+        model = Transformer(ModelConfig.for_arch(ModelConfig.for_space(space, *vocab), arch), arch=arch)
+        if init_state is not None:
+            model.load_state_dict(init_state)
+    if cfg.dropout is not None:  # a training setting: read at each forward, saved with the config
+        model.config = dataclasses.replace(model.config, dropout=cfg.dropout)
     return model
 
 
