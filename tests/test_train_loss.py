@@ -72,3 +72,26 @@ def test_arch_of_an_update_depends_only_on_seed_and_update():
     assert len(set(seq)) > 20 and all(space.contains(a) for a in seq)
     assert archs_for_update(space, 7, 5, sandwich=True) == [space.largest(), space.smallest(), seq[4]]
     assert math.isclose(len({a.decoder_layers for a in seq}), 4)
+
+
+def test_dropout_override_reaches_the_model_and_is_validated():
+    from hat_ray.errors import ConfigError
+    from hat_ray.train.config import TrainConfig
+    from hat_ray.train.run import build_model
+
+    demo = SearchSpace.load("demo").to_dict()  # attention dropout off: only `dropout` varies
+    space = SearchSpace.from_dict({**demo, "super": {**demo["super"], "attention_dropout": 0.0}}, source="test")
+    src = torch.randint(4, 60, (2, 9))
+    prev = torch.randint(4, 60, (2, 7))
+
+    def two_passes(dropout):
+        model = build_model(space, (60, 60), TrainConfig(max_updates=1, dropout=dropout)).train()
+        arch = space.largest()
+        return model, model(src, prev, arch), model(src, prev, arch)
+
+    model, a, b = two_passes(0.0)
+    assert model.config.dropout == 0.0 and torch.equal(a, b)  # no dropout: training passes agree
+    model, a, b = two_passes(None)
+    assert model.config.dropout == space.super.dropout > 0 and not torch.equal(a, b)  # the space's
+    with pytest.raises(ConfigError, match="dropout must be in"):
+        TrainConfig(max_updates=1, dropout=1.0)

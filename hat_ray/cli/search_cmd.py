@@ -45,21 +45,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
+_DEVICE_FORM = "PROFILE:LIMIT_MS (e.g. local_cpu:120)"
+
+
 def parse_devices(specs: list[str]) -> list[tuple[str, float]]:
     """``PROFILE:LIMIT_MS`` -> (profile, limit); ``PROFILE`` -> (profile, inf)."""
     out = []
     for spec in specs:
         name, sep, limit = spec.partition(":")
         if not name:
-            raise HatRayError(f"--device {spec!r}: expected PROFILE:LIMIT_MS (e.g. local_cpu:120)")
+            raise HatRayError(f"--device {spec!r}: expected {_DEVICE_FORM}")
         try:
             value = float(limit) if sep else math.inf
         except ValueError:
-            raise HatRayError(f"--device {spec!r}: {limit!r} is not a latency in ms; "
-                              "write it as PROFILE:LIMIT_MS, e.g. local_cpu:120") from None
+            raise HatRayError(f"--device {spec!r}: {limit!r} is not a latency in ms; write {_DEVICE_FORM}") from None
         if not value > 0:
-            raise HatRayError(f"--device {spec!r}: the limit must be a positive number of ms; "
-                              "write it as PROFILE:LIMIT_MS, e.g. local_cpu:120")
+            raise HatRayError(f"--device {spec!r}: the limit must be a positive number of ms; write {_DEVICE_FORM}")
         out.append((name, value))
     names = [n for n, _ in out]
     if len(set(names)) != len(names):

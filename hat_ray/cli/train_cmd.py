@@ -71,7 +71,8 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         mode=args.mode, max_updates=args.max_updates, max_minutes=args.max_minutes, max_tokens=args.max_tokens,
         update_freq=args.update_freq, schedule=args.schedule, lr=args.lr, warmup_updates=args.warmup_updates,
         min_lr=args.min_lr, clip_norm=args.clip_norm, weight_decay=args.weight_decay,
-        label_smoothing=args.label_smoothing, dropout=args.dropout, seed=args.seed, sandwich=getattr(args, "sandwich", False),
+        label_smoothing=args.label_smoothing, dropout=args.dropout, seed=args.seed,
+        sandwich=getattr(args, "sandwich", False),
         validate_every=args.validate_every, save_every=args.save_every, keep_last=args.keep_last,
         log_every=args.log_every, progress=not args.no_progress, tensorboard=not args.no_tensorboard,
     )

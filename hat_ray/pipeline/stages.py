@@ -116,8 +116,7 @@ def stage_supernet(ctx: Context) -> dict[str, Any]:
     s = ctx.exp.supernet
     cfg = TrainConfig(mode="supernet", max_updates=s.max_updates, max_minutes=s.max_minutes, max_tokens=s.max_tokens,
                       lr=s.lr, warmup_updates=s.warmup_updates, schedule=s.schedule, dropout=s.dropout, seed=s.seed,
-                      sandwich=s.sandwich,
-                      validate_every=s.validate_every, save_every=s.save_every)
+                      sandwich=s.sandwich, validate_every=s.validate_every, save_every=s.save_every)
     out = ctx.supernet_ckpt.parent
     spec = make_spec(ctx.space, cfg, _data_options(ctx.exp), out, resume=ctx.supernet_ckpt.exists())
     if s.workers > 1:
@@ -307,8 +306,8 @@ def stage_train(ctx: Context, searched: dict[str, Any]) -> dict[str, Any]:
 
     t = ctx.exp.train
     cfg = TrainConfig(mode="subnet", max_updates=t.max_updates, max_minutes=t.max_minutes, max_tokens=t.max_tokens,
-                      lr=t.lr, warmup_updates=t.warmup_updates, dropout=t.dropout, seed=t.seed, validate_every=0, save_every=0,
-                      keep_last=1)
+                      lr=t.lr, warmup_updates=t.warmup_updates, dropout=t.dropout, seed=t.seed, validate_every=0,
+                      save_every=0, keep_last=1)
     models = models_to_train(ctx, searched)
     for i, m in enumerate(models, 1):
         out = ctx.out / "train" / m["name"]

@@ -254,7 +254,7 @@ def check_out(out: str | Path, resume: bool) -> None:
 
 
 def _check_resume(out: Path, options: SearchOptions, resume: bool, run_info: dict[str, Any]) -> None:
-    check_out(out, resume)
+    """The options match the saved ones on --resume (after ``check_out``); a new search saves them."""
     cfg_path = out / "search_config.json"
     opts = {k: v for k, v in asdict(options).items() if k != "measure_top"}  # after the search: may change
     current = {"options": opts, **{k: v for k, v in run_info.items() if k in ("supernet", "devices")}}

@@ -8,10 +8,8 @@ constructor used both in-process and on workers.
 
 from __future__ import annotations
 
-import dataclasses
-
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +107,7 @@ def build_model(space: SearchSpace, vocab: tuple[int, int], cfg: TrainConfig, ar
         if init_state is not None:
             model.load_state_dict(init_state)
     if cfg.dropout is not None:  # a training setting: read at each forward, saved with the config
-        model.config = dataclasses.replace(model.config, dropout=cfg.dropout)
+        model.config = replace(model.config, dropout=cfg.dropout)
     return model
 
 
