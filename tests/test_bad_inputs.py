@@ -420,8 +420,10 @@ CASES: list[tuple[Any, ...]] = [  # (id, build(ws, folder) -> argv, needle, fix[
 
 
 def _truncate_last(run: Path) -> Path:
-    last = run / "checkpoint_last.pt"
-    truncated(last, last, keep=0.6)
+    """Both full states damaged: with a good checkpoint_prev.pt the resume would continue from it."""
+    for name in ("checkpoint_last.pt", "checkpoint_prev.pt"):
+        if (run / name).is_file():
+            truncated(run / name, run / name, keep=0.6)
     return run
 
 

@@ -14,8 +14,10 @@ Here, on one simulated cluster (``ray.cluster_utils.Cluster``: a head and device
 and without Ray:
   (c) the training driver SIGKILLed (a real process kill), then ``--resume``: same updates, same
       final weights and Adam state as an uninterrupted run;
-  (d) damaged files: a truncated checkpoint_last.pt next to good numbered snapshots, a truncated
-      latency dataset, predictor and journal: clear errors naming the file, nothing deleted;
+  (d) damaged files: a truncated checkpoint_last.pt resumes from checkpoint_prev.pt (the previous
+      good full state) with the same final weights as an undisturbed run; with no good previous
+      one, and for a truncated latency dataset, predictor and journal: clear errors naming the
+      file, nothing deleted;
   (e) atomic writes: every output is written through a temp file + rename (a failed rename
       leaves the previous file intact and no temp file behind), checked by behaviour and by a
       scan of the package's write calls.
@@ -312,31 +314,60 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_truncated_last_checkpoint_is_reported_and_nothing_is_deleted(train_env, tmp_path, capsys):
+def _train_args(train_env: Path, out: Path, updates: int) -> list[str]:
+    args = ["train", "supernet", "--space", str(train_env / "tiny.yaml"), "--data", str(train_env / "data"),
+            "--out", str(out), *TRAIN_ARGS]
+    args[args.index("--max-updates") + 1] = str(updates)
+    return args
+
+
+def test_damaged_last_checkpoint_resumes_from_the_previous_good_one(train_env, tmp_path, caplog):
+    from hat_ray.checkpoint import load_checkpoint
+    from hat_ray.cli.main import main
+
+    out = tmp_path / "run"
+    assert main(_train_args(train_env, out, 6)) == 0  # saves at updates 3 and 6
+    last, prev = out / "checkpoint_last.pt", out / "checkpoint_prev.pt"
+    assert load_checkpoint(prev)["progress"]["update"] == 3
+    damaged = last.read_bytes()[: last.stat().st_size * 2 // 3]  # a partial copy / disk error, not our write
+    last.write_bytes(damaged)
+
+    assert main([*_train_args(train_env, out, 9), "--resume"]) == 0
+    err = caplog.text  # the CLI's log goes to stderr; pytest captures it here
+    assert f"{last} is damaged" in err and "resuming from the previous checkpoint" in err and "(update 3)" in err
+    assert (out / "checkpoint_last.damaged.pt").read_bytes() == damaged  # kept for inspection
+    resumed = load_checkpoint(last)
+    assert resumed["progress"]["update"] == 9
+    logged = [json.loads(x)["update"] for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, 10))  # updates 4-6 were redone once, not logged twice
+
+    assert main(_train_args(train_env, tmp_path / "straight", 9)) == 0  # the same run, undisturbed
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoint_last.pt")
+    assert all(torch.equal(resumed["model"][k], v) for k, v in straight["model"].items())
+
+
+def test_damaged_last_checkpoint_without_a_good_previous_is_reported_and_nothing_is_deleted(train_env, tmp_path,
+                                                                                           capsys):
     from hat_ray.checkpoint import load_checkpoint
     from hat_ray.cli.main import main
     from hat_ray.train.state import numbered_checkpoints
 
     out = tmp_path / "run"
-    args = ["train", "supernet", "--space", str(train_env / "tiny.yaml"), "--data", str(train_env / "data"),
-            "--out", str(out), *TRAIN_ARGS]
-    args[args.index("--max-updates") + 1] = "6"
-    assert main(args) == 0
-    last = out / "checkpoint_last.pt"
-    whole = last.read_bytes()
-    last.write_bytes(whole[: len(whole) * 2 // 3])  # a partial copy / disk error, not our own write
+    assert main(_train_args(train_env, out, 6)) == 0
+    last, prev = out / "checkpoint_last.pt", out / "checkpoint_prev.pt"
+    for path in (last, prev):  # both damaged (e.g. the folder was copied half-way)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
     snapshots = numbered_checkpoints(out)
     assert [p.name for p in snapshots] == ["checkpoint_u0000003.pt", "checkpoint_u0000006.pt"]
     before = _tree(out)
     capsys.readouterr()
 
-    args[args.index("--max-updates") + 1] = "9"
-    assert main([*args, "--resume"]) == 2
+    assert main([*_train_args(train_env, out, 9), "--resume"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("hat-ray: error: ") and "Traceback" not in err
     assert f"{last} is corrupted" in err and "nothing was deleted" in err and "start a new run" in err
-    assert _tree(out) == before  # the damaged file and every snapshot are still there, unchanged
-    assert load_checkpoint(snapshots[-1])["progress"]["update"] == 6  # the previous good one still loads
+    assert _tree(out) == before  # the damaged files and every snapshot are still there, unchanged
+    assert load_checkpoint(snapshots[-1])["progress"]["update"] == 6  # the snapshots still load
 
 
 def test_truncated_dataset_journal_and_predictor_name_the_file(tmp_path):

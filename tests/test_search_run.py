@@ -78,6 +78,9 @@ def test_run_search_two_scorers(ray_local, tmp_path):
                             engine_kwargs=dict(population=10, parents=4, mutations=4, crossovers=2, iterations=3))
     result = run_search(space, pack_weights(model), pack_batches(random_batches()), limit(30), tmp_path, options)
     assert result["evaluations"] == len(read_log(tmp_path / "evaluations.jsonl")) == 10 + 2 * 6
+    # Tune reused its trial actors: 4 in flight, so 4 for generation 0 plus at most 3 new ones per
+    # later generation (Tune keeps one actor across a generation barrier), not one per candidate
+    assert 4 <= result["trial_actors"] <= 4 + 2 * 3 < result["evaluations"]
     trials = pd.read_parquet(tmp_path / "trials.parquet")
     assert len(trials) == result["evaluations"] and trials["key"].is_unique
     assert (trials["latency_fake"] <= 30).all()

@@ -142,13 +142,16 @@ def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[s
     cache = log_cache(log_path) if resume else {}
     name = f"hat-ray-search-{uuid.uuid4().hex[:6]}"
     namespace = ray.get_runtime_context().namespace
+    # Two trials per scorer keep each scorer's next candidate queued in the pool; the pool's start
+    # barrier keeps Tune reusing their trial actors (see hat_ray.search.pool).
     pool = start_pool(weights, batches, options.scorers, name, options.scorer_cpus, options.threads_per_scorer,
-                      options.use_gpu)
+                      options.use_gpu, hold=True)
     started = time.time()
     try:
         searcher = EvolutionSearcher(engine, _make_config(space, constraints, f"{name}-pool", namespace),
                                      max_concurrent=2 * options.scorers, log_path=log_path,
-                                     on_record=_BestSoFar(out / "tb", constraints), cache=cache)
+                                     on_record=_BestSoFar(out / "tb", constraints), cache=cache,
+                                     notify=lambda event, trial: getattr(pool, event).remote(trial))
         fit_started = time.time()
         with contextlib.redirect_stdout(sys.stderr):  # keep stdout for results (--json)
             _tuner(out, searcher, attempt=_next_attempt(out)).fit()
@@ -160,7 +163,8 @@ def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[s
             "wall_seconds": time.time() - started, "tune_seconds": round(fit_seconds, 3),
             "scorer_retries": stats["retries"], "scored": stats["scored"],
             "scorer_busy_seconds": round(stats["busy_seconds"], 3),
-            "scoring_window_seconds": round(stats["window_seconds"], 3)}
+            "scoring_window_seconds": round(stats["window_seconds"], 3),
+            "trial_actors": stats["trial_actors"]}
     top, measured = None, None
     if measure_profiles:
         t0 = time.time()

@@ -35,6 +35,7 @@ class EvolutionSearcher(Searcher):
                  max_concurrent: int = 2, log_path: str | Path | None = None,
                  on_record: Callable[[Arch, float, int], None] | None = None,
                  cache: dict[Arch, float | None] | None = None,
+                 notify: Callable[[str, str], None] | None = None,
                  metric: str = "valid_loss", mode: str = "min") -> None:
         super().__init__(metric=metric, mode=mode)
         self.engine = engine
@@ -44,6 +45,9 @@ class EvolutionSearcher(Searcher):
         self.log_path = Path(log_path) if log_path else None
         self.on_record = on_record
         self.cache = dict(cache or {})
+        # notify("expect" | "forget", trial_id): suggested / ended trials, for the ScorerPool's
+        # start barrier (hat_ray.search.pool)
+        self.notify = notify
 
     # ---- Tune protocol ----
     def set_max_concurrency(self, max_concurrent: int) -> bool:
@@ -67,6 +71,8 @@ class EvolutionSearcher(Searcher):
         if arch is None:
             return Searcher.FINISHED if self.engine.finished else None
         self.live[trial_id] = arch
+        if self.notify is not None:
+            self.notify("expect", trial_id)
         return self.make_config(arch)
 
     def _ask(self) -> Arch | None:
@@ -79,6 +85,8 @@ class EvolutionSearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         arch = self.live.pop(trial_id, None)
+        if self.notify is not None:
+            self.notify("forget", trial_id)
         if arch is None and result and isinstance(result.get("config"), dict) and "arch" in result["config"]:
             arch = Arch.from_dict(result["config"]["arch"])  # a trial restored by Tune
         if arch is None:

@@ -15,7 +15,8 @@ from ray import tune
 def score_trial(config: dict[str, Any]) -> None:
     """Report ``valid_loss`` (bits), predicted latency per device, params and FLOPs."""
     pool = ray.get_actor(config["pool"], namespace=config.get("namespace"))
-    result = ray.get(pool.score.remote(config["arch"]))
+    result = ray.get(pool.score.remote(config["arch"], trial=tune.get_context().get_trial_id(),
+                                       actor=ray.get_runtime_context().get_actor_id()))
     metrics = {
         "valid_loss": float(result["loss"]),
         "score_seconds": float(result["seconds"]),

@@ -3,17 +3,22 @@
 Folder layout (``--out DIR``)::
 
     checkpoint_last.pt        full state: model, optimizer, progress, tokenizer, config (resume)
+    checkpoint_prev.pt        the full state saved before it (fallback for a damaged last)
     checkpoint_u0001000.pt    model-only snapshots, the last ``keep_last`` kept (averaging)
     train_log.jsonl           one JSON line per update; valid_log.jsonl per validation
     summary.json              the last run's summary (updates, tokens, tokens/s, valid losses)
     tb/                       TensorBoard scalars
 
 Every file is written atomically (temp file + rename): an interrupted save leaves the previous
-checkpoint intact. A ``checkpoint_last.pt`` damaged by something else (a disk error, a partial
-copy) is never silently replaced: ``--resume`` stops with a one-line error naming the file and
-deletes nothing. There is no fallback to a numbered snapshot, because those hold the weights but
-not Adam's state, so continuing from one would not be the exact continuation ``--resume``
-promises; the user restores the file or starts a new run. Extra entries (all loadable with ``torch.load(weights_only=True)``):
+checkpoint intact. Before a new ``checkpoint_last.pt`` replaces the old one, the old one is kept
+as ``checkpoint_prev.pt`` (a hard link where the file system allows it, so no extra disk until
+the new file lands). ``--resume`` on a ``checkpoint_last.pt`` damaged by something else (a disk
+error, a partial copy) says so in one line, moves the damaged file aside to
+``checkpoint_last.damaged.pt`` and continues from ``checkpoint_prev.pt``, the previous good full
+state (the logs are cut back to its update, so the run is still an exact continuation). With no
+usable previous checkpoint it stops with a one-line error naming the file and deletes nothing.
+The numbered snapshots are never used for resuming: they hold the weights but not Adam's state.
+Extra entries (all loadable with ``torch.load(weights_only=True)``):
 ``optimizer`` (Adam state dict), ``progress`` {update, position, tokens, elapsed_s, epoch,
 world, fingerprint}, ``train_config``, ``tokenizer`` {kind, model bytes}, ``data`` (where the
 corpus came from), ``valid`` (last validation losses).
@@ -22,7 +27,9 @@ corpus came from), ``valid`` (last validation losses).
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +43,8 @@ from hat_ray.train.config import EXACT_RESUME_KEYS, TrainConfig
 log = logging.getLogger(__name__)
 
 LAST = "checkpoint_last.pt"
+PREV = "checkpoint_prev.pt"
+DAMAGED = "checkpoint_last.damaged.pt"
 RESUME_FIX = ("nothing was deleted: restore it from a backup, or start a new run with another --out "
               "(the checkpoint_u*.pt snapshots keep the weights but not the optimizer state)")
 SUMMARY = "summary.json"
@@ -49,17 +58,34 @@ class CheckpointManager:
         self.out = Path(out)
         self.keep_last = keep_last
         self.last = self.out / LAST
+        self.last_damaged = False  # set on a resume from checkpoint_prev.pt (see load_resume)
 
     def save(self, model: torch.nn.Module, space: SearchSpace, update: int, extra: dict[str, Any]) -> None:
         meta = {"update": update, **extra.pop("meta", {})}
         vocab = extra.pop("vocab", None)
         ckpt = make_checkpoint(model, space, vocab=vocab, meta=meta, **extra)
+        if self.last_damaged:  # keep the damaged file for inspection, and the good previous one
+            os.replace(self.last, self.out / DAMAGED)
+            self.last_damaged = False
+        elif self.last.is_file():
+            _keep_previous(self.last, self.out / PREV)
         save_checkpoint(self.last, ckpt)
         if self.keep_last > 0:
             slim = {k: v for k, v in ckpt.items() if k != "optimizer"}
             save_checkpoint(self.out / f"checkpoint_u{update:07d}.pt", slim)
             for old in numbered_checkpoints(self.out)[:-self.keep_last]:
                 old.unlink(missing_ok=True)
+
+
+def _keep_previous(last: Path, prev: Path) -> None:
+    """``prev`` becomes the current ``last`` (hard link, or a copy), atomically."""
+    tmp = prev.with_name(prev.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(last, tmp)
+    except OSError:  # no hard links here (some network or FAT file systems)
+        shutil.copyfile(last, tmp)
+    os.replace(tmp, prev)
 
 
 def numbered_checkpoints(folder: Path) -> list[Path]:
@@ -74,11 +100,32 @@ def load_resume(out: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"--resume: no checkpoint to resume from in {out} (expected {LAST}); "
                         "run without --resume to start a new run")
-    ckpt = load_checkpoint(path, fix=RESUME_FIX)
+    try:
+        ckpt = load_checkpoint(path, fix=RESUME_FIX)
+    except DataError as exc:
+        ckpt = _previous_good(Path(out), exc)
     missing = [k for k in ("optimizer", "progress", "train_config") if k not in ckpt]
     if missing:
         raise DataError(f"{path} has no {', '.join(missing)}: not a training checkpoint, cannot resume")
     return ckpt
+
+
+def _previous_good(out: Path, damaged: DataError) -> dict[str, Any]:
+    """The full state in ``checkpoint_prev.pt`` when ``checkpoint_last.pt`` cannot be read;
+    re-raises ``damaged`` when there is none (or it is damaged too)."""
+    prev = out / PREV
+    if not prev.is_file():
+        raise damaged
+    try:
+        ckpt = load_checkpoint(prev, fix=RESUME_FIX)
+    except DataError:
+        raise damaged from None
+    if not all(k in ckpt for k in ("optimizer", "progress", "train_config")):
+        raise damaged
+    update = ckpt["progress"].get("update", 0)
+    log.warning("%s is damaged (the first save moves it to %s); resuming from the previous checkpoint %s "
+                "(update %d)", out / LAST, DAMAGED, prev, update)
+    return {**ckpt, "resumed_from": PREV}
 
 
 def check_resume(ckpt: dict[str, Any], cfg: TrainConfig, fingerprint: str, world: int) -> None:

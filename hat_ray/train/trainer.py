@@ -37,7 +37,7 @@ from hat_ray.train.comm import Comm, LocalComm, sync_grads_
 from hat_ray.train.config import TrainConfig
 from hat_ray.train.logs import TrainLogger
 from hat_ray.train.loss import LN2, label_smoothed_nll_loss, loss_sums
-from hat_ray.train.state import CheckpointManager, check_resume
+from hat_ray.train.state import PREV, CheckpointManager, check_resume
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,8 @@ class Trainer:
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Continue from a checkpoint written by :meth:`save` (weights, Adam, progress)."""
         check_resume(ckpt, self.cfg, self.fingerprint, self.comm.world)
+        if self.ckpt is not None and ckpt.get("resumed_from") == PREV:
+            self.ckpt.last_damaged = True
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
         p = ckpt["progress"]
