@@ -40,12 +40,13 @@ def super_model(request):
 
 
 def test_supertransformer_equals_extracted_subnet(super_model):
-    """For 50 random Archs: teacher-forced and step-by-step outputs equal (fp32, atol 1e-5)."""
+    """For 50 random Archs (15 in the paper-sized spaces, whose models take ~0.25 s per Arch
+    here): teacher-forced and step-by-step outputs equal (fp32, atol 1e-5)."""
     space, model = super_model
     rng = np.random.default_rng(123)
     src, prev = batch(1)
     with torch.inference_mode():
-        for i in range(N_ARCHS):
+        for i in range(N_ARCHS if space.super.encoder_embed_dim <= 256 else 15):
             arch = space.sample(rng)
             sub = extract_subnet(model, arch)
             assert all(p.is_contiguous() for p in sub.parameters())
