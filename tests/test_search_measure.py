@@ -62,6 +62,7 @@ def _one_error_line(proc: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
+@pytest.mark.slow  # ~40 s: a search, then two probes measuring on this machine
 def test_measure_top_two_on_local_cpu(inputs):
     out = inputs["root"] / "measured"
     proc = _search(inputs, out, "local_cpu", "--measure-top", "2", "--json")
