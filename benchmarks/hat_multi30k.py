@@ -35,7 +35,7 @@ DEVICE = "local_cpu"
 
 
 def experiment(args: argparse.Namespace) -> Experiment:
-    limits = [f"p{p:g}" if p == int(p) else f"p{p}" for p in args.limits]
+    limits = [f"p{p:g}" for p in args.limits]
     return Experiment.from_dict({
         "name": "hat_multi30k",
         "space": "demo",

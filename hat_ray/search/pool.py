@@ -123,7 +123,6 @@ class ScorerPool:
         self.early: set[str] = set()  # trials that asked before their `expect` arrived
         self.all_arrived = asyncio.Event()
         self.all_arrived.set()
-        self.held = 0  # results held back by the start barrier
         self.free: asyncio.Queue = asyncio.Queue()
         self.actors = [self._spawn() for _ in range(size)]
         for actor in self.actors:
@@ -150,7 +149,6 @@ class ScorerPool:
             self._update()
         result = await self._score(arch)
         if self.hold and not self.all_arrived.is_set():
-            self.held += 1
             try:
                 await asyncio.wait_for(self.all_arrived.wait(), timeout=self.hold_timeout_s)
             except asyncio.TimeoutError:
@@ -223,7 +221,7 @@ class ScorerPool:
                 "scored": self.scored, "cache_hits": self.cache_hits,
                 "busy_seconds": self.busy_seconds, "call_seconds": self.call_seconds,
                 "window_seconds": (self.last_done - self.first_call) if self.last_done and self.first_call else 0.0,
-                "trial_actors": len(self.callers), "held": self.held,
+                "trial_actors": len(self.callers),
                 "scorers": [i for i in infos if isinstance(i, dict)]}
 
     def actor_handles(self) -> list[Any]:
