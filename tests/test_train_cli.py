@@ -83,7 +83,7 @@ def test_subnet_inherits_supernet_weights(env, capsys):
 
 
 @pytest.mark.parametrize("case", ["resume-nothing", "bad-corpus", "missing-data-dir", "bad-arch", "no-budget",
-                                  "unknown-data"])
+                                  "unknown-data", "gpu-without-cuda"])
 def test_bad_input_is_one_line_exit_2(env, capsys, tmp_path, case):
     args = supernet(env, tmp_path / "out", "--max-updates", "1")
     if case == "resume-nothing":
@@ -103,6 +103,10 @@ def test_bad_input_is_one_line_exit_2(env, capsys, tmp_path, case):
         args = ["train", "subnet", "--arch", tmp_path / "arch.yaml", *args[2:]]
     elif case == "no-budget":
         args = supernet(env, tmp_path / "out")
+    elif case == "gpu-without-cuda":
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU (tests/test_gpu.py trains on it)")
+        args.append("--gpu")
     else:
         args += ["--data", "no_such_dataset"]
     code, _, err = run(capsys, *args)
@@ -110,7 +114,7 @@ def test_bad_input_is_one_line_exit_2(env, capsys, tmp_path, case):
     assert not (tmp_path / "out" / "checkpoint_last.pt").exists()
     expected = {"resume-nothing": "no checkpoint to resume", "bad-corpus": "train.src has 2 lines but",
                 "missing-data-dir": "does not exist", "bad-arch": "does not fit", "no-budget": "--max-updates",
-                "unknown-data": "not a dataset name"}[case]
+                "unknown-data": "not a dataset name", "gpu-without-cuda": "torch sees no CUDA GPU"}[case]
     assert expected in err
 
 

@@ -81,7 +81,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 def _train(args: argparse.Namespace) -> int:
     import torch  # heavy imports only when the command runs (keeps `hat-ray --help` fast)
 
-    from hat_ray.train.run import DataOptions, make_spec, run
+    from hat_ray.train.run import DataOptions, make_spec, require_cuda, run
 
     space = SearchSpace.load(args.space)
     cfg = _config(args)
@@ -91,6 +91,8 @@ def _train(args: argparse.Namespace) -> int:
                        download=not args.no_download)
     if args.workers < 1 or args.cpus_per_worker < 1:
         raise ConfigError("command line", ["--workers and --cpus-per-worker must be >= 1"])
+    if args.gpu and args.workers == 1:
+        require_cuda()  # before any data is prepared; with --workers the cluster's GPUs are checked
     spec = make_spec(space, cfg, data, args.out, resume=args.resume, arch=arch,
                      init_from=getattr(args, "init_from", None))
     if args.threads and args.workers == 1:

@@ -26,7 +26,7 @@ from hat_ray.data.tokenizer import (
     tokenizer_from_checkpoint,
     tokenizer_from_state,
 )
-from hat_ray.errors import DataError
+from hat_ray.errors import DataError, HatRayError
 from hat_ray.model.extract import extract_subnet
 from hat_ray.model.transformer import ModelConfig, Transformer, build_super
 from hat_ray.space import SearchSpace
@@ -172,11 +172,19 @@ def _inherit(path: str | Path, space: SearchSpace, arch: Arch) -> tuple[dict[str
     return state, tokenizer_from_checkpoint(ckpt, str(path)), _vocab_rows(ckpt)
 
 
+def require_cuda() -> None:
+    """HatRayError unless torch sees a CUDA GPU here (``--gpu`` in one process)."""
+    if not torch.cuda.is_available():
+        raise HatRayError("--gpu: torch sees no CUDA GPU on this machine (torch.cuda.is_available() is False); "
+                          "drop --gpu, or install a CUDA build of torch on a machine with a GPU")
+
+
 def run(spec: RunSpec, workers: int = 1, cpus_per_worker: int = 1, use_gpu: bool = False) -> dict[str, Any]:
     """Train in this process (``workers`` 1) or data-parallel on Ray Train workers."""
     if workers > 1:
         from hat_ray.train.ray_train import train_distributed
 
         return train_distributed(spec, workers, cpus_per_worker, use_gpu)
-    device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-    return build_trainer(spec, device=device).train()
+    if use_gpu:
+        require_cuda()
+    return build_trainer(spec, device="cuda" if use_gpu else "cpu").train()
