@@ -44,6 +44,7 @@ def full_run(inputs):
     out = inputs["root"] / "full"
     proc = subprocess.run(_cmd(inputs, out, "--json"), capture_output=True, text=True, env=_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Configuration for experiment" not in proc.stderr  # no Tune banner: hat-ray reports progress itself
     return out, json.loads(proc.stdout)
 
 

@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sys
 import time
 import uuid
@@ -153,7 +154,7 @@ def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[s
                                      on_record=_BestSoFar(out / "tb", constraints), cache=cache,
                                      notify=lambda event, trial: getattr(pool, event).remote(trial))
         fit_started = time.time()
-        with contextlib.redirect_stdout(sys.stderr):  # keep stdout for results (--json)
+        with contextlib.redirect_stdout(sys.stderr), _quiet_tune():  # keep stdout for results (--json)
             _tuner(out, searcher, attempt=_next_attempt(out)).fit()
         fit_seconds = time.time() - fit_started
         stats = ray.get(pool.stats.remote())
@@ -225,6 +226,21 @@ def _tuner(out: Path, searcher: EvolutionSearcher, attempt: int) -> tune.Tuner:
                                   storage_path=str(out / "tune"), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=2)),
     )
+
+
+@contextlib.contextmanager
+def _quiet_tune():
+    """Tune's newer output engine prints its experiment banner even at ``verbose=0``; its
+    older one (``RAY_AIR_NEW_OUTPUT=0``) honours it. hat-ray has its own progress output."""
+    before = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = before
 
 
 def _next_attempt(out: Path) -> int:
