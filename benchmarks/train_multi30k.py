@@ -12,12 +12,14 @@ Reports: SacreBLEU (+ tokenized BLEU) on test2016 for the supernet's largest, sm
 the plain model's shapes) and for the plain model (decoded by hat-ray's decoder after an exact
 weight conversion, checked on a batch); training tokens/s of each over the run; and tokens/s of
 the supernet run at the dense Arch against the plain model (the weight-sharing overhead at equal
-size). ``--variants supernet,sandwich`` measures the sandwich rule instead. Writes JSON to
+size). ``--variants supernet,sandwich`` measures the sandwich rule instead, ``biased`` the
+supernet trained on the largest Arch with chance ``--largest-prob`` per update. Writes JSON to
 ``benchmarks/results/``.
 
     python benchmarks/train_multi30k.py --minutes 40          # the issue's budget (each model)
     python benchmarks/train_multi30k.py --minutes 5 --beam 1  # a short run, greedy
     python benchmarks/train_multi30k.py --minutes 5 --variants supernet,sandwich  # sandwich rule, measured
+    python benchmarks/train_multi30k.py --minutes 40 --variants biased,plain --largest-prob 0.25 --beam 1
 """
 
 from __future__ import annotations
@@ -156,14 +158,17 @@ def equal_size_throughput(super_tr: Trainer, plain_tr: Trainer, updates: int, ro
     return {name: float(np.median(r)) for name, r in rates.items()} | {"rounds": rates}
 
 
-VARIANTS = ("supernet", "sandwich", "plain")
+VARIANTS = ("supernet", "sandwich", "biased", "plain")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=40.0, help="training budget of EACH model")
     ap.add_argument("--variants", default="supernet,plain",
-                    help=f"comma-separated, of {VARIANTS}: sandwich = supernet with the sandwich rule")
+                    help=f"comma-separated, of {VARIANTS}: sandwich = supernet with the sandwich rule, "
+                         "biased = supernet with --largest-prob")
+    ap.add_argument("--largest-prob", type=float, default=0.25, help="the biased variant's chance per update of "
+                    "training the largest Arch")
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "multi30k"))
     ap.add_argument("--beam", type=int, default=4)
     ap.add_argument("--lenpen", type=float, default=0.6)
@@ -187,8 +192,9 @@ def main() -> None:
     trainers = build_trainers(variants, space, data, args)
     results = {"budget_minutes_each": args.minutes, "args": vars(args), "vocab": data.tokenizer.vocab_size,
                "train": interleave(trainers, args.minutes * 60, args.slice)}
-    if "supernet" in trainers and "plain" in trainers:
-        results["equal_size_tokens_per_s"] = equal_size_throughput(trainers["supernet"], trainers["plain"],
+    supernet = next((trainers[v] for v in ("supernet", "biased", "sandwich") if v in trainers), None)
+    if supernet is not None and "plain" in trainers:
+        results["equal_size_tokens_per_s"] = equal_size_throughput(supernet, trainers["plain"],
                                                                    args.throughput_updates)
     results["valid"] = {n: t.validate() for n, t in trainers.items()}
     results["bleu"] = score(trainers, data.tokenizer, args, space)
@@ -213,7 +219,8 @@ def build_trainers(variants: list[str], space: SearchSpace, data, args: argparse
             trainers[name] = Trainer(model, space, cfg.replace(mode="subnet"), data.train, data.valid)
         else:
             model = build_super(space, vocab, vocab, seed=1)
-            trainers[name] = Trainer(model, space, cfg.replace(sandwich=name == "sandwich"), data.train, data.valid)
+            rule = cfg.replace(sandwich=name == "sandwich", largest_prob=args.largest_prob if name == "biased" else 0.0)
+            trainers[name] = Trainer(model, space, rule, data.train, data.valid)
     return trainers
 
 

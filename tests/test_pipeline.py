@@ -207,6 +207,11 @@ def test_fingerprints_chain_and_bundled_experiments_load():
     other = Experiment.from_dict({**exp.to_dict(), "search": {**exp.section("search"), "seed": 7}})
     a, b = fingerprints(exp), fingerprints(other)
     assert [a[s] == b[s] for s in NAMES] == [True, True, True, False, False, False, False]
+    # a setting added later leaves runs from before alone at its default, and counts once set
+    # the demo's fingerprint before `largest_prob` existed (update it when experiments/demo.yaml changes)
+    assert a["supernet"] == "688cf7233dac5b27"
+    biased = Experiment.from_dict({**exp.to_dict(), "supernet": {**exp.section("supernet"), "largest_prob": 0.25}})
+    assert fingerprints(biased)["supernet"] != a["supernet"]
     wmt = Experiment.load("wmt14_en_de_hat")
     assert [d.profile for d in wmt.devices] == ["raspberrypi4", "xeon_e5_2640", "titanxp"]
 

@@ -129,3 +129,16 @@ def test_spec_paths_are_absolute(env, monkeypatch):
     spec = make_spec(SearchSpace.from_dict(TINY), TrainConfig(max_updates=1), DataOptions("data", vocab_size=350),
                      "relative_out")
     assert Path(spec.out) == env / "relative_out" and Path(spec.data_info["data"]) == env / "data"
+
+
+def test_largest_prob_reaches_the_run_and_is_validated(env, capsys):
+    out = env / "biased"
+    code, _, err = run(capsys, *supernet(env, out, "--max-updates", "2", "--largest-prob", "1"))
+    assert code == 0, err
+    ckpt = load_checkpoint(out / "checkpoint_last.pt")
+    assert ckpt["train_config"]["largest_prob"] == 1.0
+    largest = SearchSpace.from_dict(TINY).largest().key()
+    assert [json.loads(x)["archs"] for x in (out / "train_log.jsonl").read_text().splitlines()] == [[largest]] * 2
+    code, _, err = run(capsys, *supernet(env, env / "biased2", "--max-updates", "2", "--largest-prob", "2"))
+    assert code == 2 and err.count("\n") == 1 and "largest_prob must be in [0, 1]" in err
+    assert not (env / "biased2" / "checkpoint_last.pt").exists()

@@ -74,6 +74,25 @@ def test_arch_of_an_update_depends_only_on_seed_and_update():
     assert math.isclose(len({a.decoder_layers for a in seq}), 4)
 
 
+def test_largest_prob_swaps_in_the_largest_arch_at_that_rate():
+    from hat_ray.errors import ConfigError
+    from hat_ray.train.config import TrainConfig
+
+    space = SearchSpace.load("demo")
+    plain = [archs_for_update(space, 7, u)[0] for u in range(1, 801)]
+    biased = [archs_for_update(space, 7, u, largest_prob=0.3)[0] for u in range(1, 801)]
+    assert plain == [archs_for_update(space, 7, u, largest_prob=0.0)[0] for u in range(1, 801)]  # HAT's, unchanged
+    swapped = [u for u, (a, b) in enumerate(zip(plain, biased)) if a != b]
+    assert all(biased[u] == space.largest() for u in swapped)
+    assert biased == [archs_for_update(space, 7, u, largest_prob=0.3)[0] for u in range(1, 801)]  # deterministic
+    assert 0.25 < sum(a == space.largest() for a in biased) / 800 < 0.35
+    assert all(a == space.largest() for a in (archs_for_update(space, 7, u, largest_prob=1.0)[0] for u in range(9)))
+    with pytest.raises(ConfigError, match="largest_prob must be in"):
+        TrainConfig(max_updates=1, largest_prob=1.5)
+    with pytest.raises(ConfigError, match="without the sandwich rule"):
+        TrainConfig(max_updates=1, largest_prob=0.2, sandwich=True)
+
+
 def test_dropout_override_reaches_the_model_and_is_validated():
     from hat_ray.errors import ConfigError
     from hat_ray.train.config import TrainConfig

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sup = tsub.add_parser("supernet", help="weight-shared SuperTransformer: one sampled Arch per update")
     sup.add_argument("--sandwich", action="store_true",
                      help="also train the largest and smallest Arch every update (sandwich rule)")
+    sup.add_argument("--largest-prob", type=float, default=0.0, metavar="P",
+                     help="train the largest Arch instead of a sampled one with chance P per update (default 0: "
+                          "HAT's uniform sampling)")
     subnet = tsub.add_parser("subnet", help="one fixed SubTransformer, from scratch or inherited weights")
     subnet.add_argument("--arch", required=True, help="Arch YAML (HAT's format or hat-ray's)")
     subnet.add_argument("--init-from", metavar="SUPER_CKPT",
@@ -72,7 +75,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         update_freq=args.update_freq, schedule=args.schedule, lr=args.lr, warmup_updates=args.warmup_updates,
         min_lr=args.min_lr, clip_norm=args.clip_norm, weight_decay=args.weight_decay,
         label_smoothing=args.label_smoothing, dropout=args.dropout, seed=args.seed,
-        sandwich=getattr(args, "sandwich", False),
+        sandwich=getattr(args, "sandwich", False), largest_prob=getattr(args, "largest_prob", 0.0),
         validate_every=args.validate_every, save_every=args.save_every, keep_last=args.keep_last,
         log_every=args.log_every, progress=not args.no_progress, tensorboard=not args.no_tensorboard,
     )

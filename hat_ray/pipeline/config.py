@@ -56,6 +56,7 @@ class SupernetSection:
     dropout: float | None = None  # None: the space's
     seed: int = 1
     sandwich: bool = False
+    largest_prob: float = 0.0  # chance per update of training the largest Arch instead of a sample
     validate_every: int = 1000
     save_every: int = 1000
     workers: int = 1  # >1: Ray Train data-parallel workers

@@ -34,6 +34,7 @@ class TrainConfig:
     dropout: float | None = None  # None: the space's; a short run learns faster with less
     seed: int = 1
     sandwich: bool = False  # each update: largest + smallest + one sampled Arch (supernet only)
+    largest_prob: float = 0.0  # chance that an update trains the largest Arch instead of a sample (supernet)
     validate_every: int = 1000  # updates; 0: only at the end
     save_every: int = 1000  # updates; 0: only at the end
     keep_last: int = 5  # numbered model-only checkpoints kept for averaging
@@ -67,6 +68,11 @@ class TrainConfig:
             problems.append("lr must be > 0 and warmup_updates >= 0")
         if self.sandwich and self.mode != "supernet":
             problems.append("the sandwich rule applies to supernet training only")
+        if not 0 <= self.largest_prob <= 1:
+            problems.append(f"largest_prob must be in [0, 1], got {self.largest_prob}")
+        elif self.largest_prob and (self.sandwich or self.mode != "supernet"):
+            problems.append("largest_prob applies to supernet training without the sandwich rule (which trains "
+                            "the largest Arch every update already)")
         if problems:
             raise ConfigError("training configuration", problems)
 
@@ -88,5 +94,5 @@ class TrainConfig:
 
 # Settings that change which batches or Archs a resumed run sees: a resume with different values
 # still runs, but is no longer an exact continuation (logged).
-EXACT_RESUME_KEYS = ("max_tokens", "update_freq", "seed", "sandwich", "schedule", "lr", "warmup_updates",
-                     "label_smoothing")
+EXACT_RESUME_KEYS = ("max_tokens", "update_freq", "seed", "sandwich", "largest_prob", "schedule", "lr",
+                     "warmup_updates", "label_smoothing")

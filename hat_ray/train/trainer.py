@@ -48,11 +48,17 @@ def update_seed(seed: int, update: int, rank: int = 0) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def archs_for_update(space: SearchSpace, seed: int, update: int, sandwich: bool = False) -> list[Arch]:
+def archs_for_update(space: SearchSpace, seed: int, update: int, sandwich: bool = False,
+                     largest_prob: float = 0.0) -> list[Arch]:
     """The Arch(s) trained at ``update``: one uniform sample (HAT), or with the sandwich rule the
-    largest, the smallest and one uniform sample (BigNAS), all seeded by the update number."""
-    sampled = space.sample(np.random.default_rng([seed, update]))
-    return [space.largest(), space.smallest(), sampled] if sandwich else [sampled]
+    largest, the smallest and one uniform sample (BigNAS), all seeded by the update number. With
+    ``largest_prob`` p, an update trains the largest Arch instead of its sample with chance p (the
+    draw comes after the sample, so p = 0 gives HAT's sequence unchanged)."""
+    rng = np.random.default_rng([seed, update])
+    sampled = space.sample(rng)
+    if sandwich:
+        return [space.largest(), space.smallest(), sampled]
+    return [space.largest()] if largest_prob and rng.random() < largest_prob else [sampled]
 
 
 class Trainer:
@@ -90,7 +96,7 @@ class Trainer:
     def archs(self, update: int) -> list[Arch | None]:
         if self.cfg.mode == "subnet":
             return [None]  # the static SubTransformer's bound Arch
-        return list(archs_for_update(self.space, self.cfg.seed, update, self.cfg.sandwich))
+        return list(archs_for_update(self.space, self.cfg.seed, update, self.cfg.sandwich, self.cfg.largest_prob))
 
     def train_step(self) -> dict[str, Any]:
         """Run update ``self.update + 1`` and return its statistics (losses in bits/token)."""
