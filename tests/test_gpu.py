@@ -16,11 +16,11 @@ import pytest
 import torch
 import yaml
 from search_helpers import write_fake_predictor, write_supernet_checkpoint
-from tiny_space import tiny_space_dict
+from test_train_cli import run as cli
+from test_train_cli import supernet
+from tiny_space import tiny_space_dict, write_tiny_run_inputs
 
 from hat_ray.checkpoint import load_checkpoint
-from hat_ray.cli.main import main
-from hat_ray.data.synthetic import synthetic_split
 from hat_ray.latency import DeviceProfile
 from hat_ray.search.searcher import read_log
 from hat_ray.space import SearchSpace
@@ -30,31 +30,11 @@ from hat_ray.train.run import DataOptions, make_spec
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 TINY = tiny_space_dict()
-FAST = ["--max-tokens", "300", "--warmup-updates", "2", "--vocab-size", "350", "--log-every", "1", "--threads", "1",
-        "--validate-every", "2", "--save-every", "2", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gpu")
-    (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    data = root / "data"
-    data.mkdir()
-    for split, n in (("train", 300), ("valid", 30), ("test", 30)):
-        c = synthetic_split(split, size=n)
-        (data / f"{split}.src").write_text("\n".join(c.src) + "\n")
-        (data / f"{split}.tgt").write_text("\n".join(c.tgt) + "\n")
-    return root
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def supernet(env, out, *extra):
-    return ["train", "supernet", "--space", env / "tiny.yaml", "--data", env / "data", "--out", out, *FAST, *extra]
+    return write_tiny_run_inputs(tmp_path_factory.mktemp("gpu"))
 
 
 def losses(out):

@@ -7,11 +7,10 @@ import json
 import pytest
 import torch
 import yaml
-from tiny_space import tiny_space_dict
+from tiny_space import tiny_space_dict, write_tiny_run_inputs
 
 from hat_ray.checkpoint import load_checkpoint, model_from_checkpoint
 from hat_ray.cli.main import main
-from hat_ray.data.synthetic import synthetic_split
 from hat_ray.model.extract import extract_subnet
 from hat_ray.space import SearchSpace
 
@@ -22,15 +21,7 @@ FAST = ["--max-tokens", "300", "--warmup-updates", "2", "--vocab-size", "350", "
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    data = root / "data"
-    data.mkdir()
-    for split, n in (("train", 300), ("valid", 30)):
-        c = synthetic_split(split, size=n)
-        (data / f"{split}.src").write_text("\n".join(c.src) + "\n")
-        (data / f"{split}.tgt").write_text("\n".join(c.tgt) + "\n")
-    return root
+    return write_tiny_run_inputs(tmp_path_factory.mktemp("cli"))
 
 
 def run(capsys, *argv):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 _TINY: dict[str, Any] = {
@@ -22,3 +23,20 @@ def tiny_space_dict(dropout: float = 0.1) -> dict[str, Any]:
     data = copy.deepcopy(_TINY)
     data["super"]["dropout"] = dropout
     return data
+
+
+def write_tiny_run_inputs(root: Path, sizes: tuple[int, int, int] = (300, 30, 30)) -> Path:
+    """``root/tiny.yaml`` (this space) and ``root/data/{train,valid,test}.{src,tgt}`` (the synthetic
+    corpus, train / valid / test sentences as ``sizes``): the inputs of a `hat-ray train` test."""
+    import yaml
+
+    from hat_ray.data.synthetic import synthetic_split
+
+    (root / "tiny.yaml").write_text(yaml.safe_dump(tiny_space_dict()))
+    data = root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for split, n in zip(("train", "valid", "test"), sizes):
+        c = synthetic_split(split, size=n)
+        (data / f"{split}.src").write_text("\n".join(c.src) + "\n")
+        (data / f"{split}.tgt").write_text("\n".join(c.tgt) + "\n")
+    return root
