@@ -102,7 +102,6 @@ def gpu_profile(env):
 
 
 def test_latency_is_measured_on_the_gpu(env, capsys, gpu_profile):
-    path = gpu_profile
     space = SearchSpace.load("demo")
     arch_paths = []
     for name, arch in (("small", space.smallest()), ("large", space.largest())):
@@ -110,7 +109,7 @@ def test_latency_is_measured_on_the_gpu(env, capsys, gpu_profile):
         arch_paths[-1].write_text(yaml.safe_dump(arch.to_hat()))
     ms = []
     for arch_path in arch_paths:
-        code, out, err = cli(capsys, "latency", "measure", "--device", path, "--space", "demo", "--arch", arch_path,
+        code, out, err = cli(capsys, "latency", "measure", "--device", gpu_profile, "--space", "demo", "--arch", arch_path,
                              "--json")
         assert code == 0, err
         (record,) = json.loads(out)
@@ -131,7 +130,7 @@ def test_latency_collect_runs_a_gpu_actor_on_the_local_ray(env, gpu_profile):
     assert (rows["device"] == "cuda_gpu").all() and (rows["latency_ms"] > 0).all()
 
 
-def _search(tmp, ckpt, pred, out, *extra):
+def _search(ckpt, pred, out, *extra):
     cmd = [sys.executable, "-m", "hat_ray.cli.main", "search", "--supernet", str(ckpt), "--data", "synthetic",
            "--device", "fake:30", "--predictor", f"fake:{pred}", "--out", str(out), "--scorers", "1",
            "--valid-sentences", "40", "--seed", "3", "--population", "8", "--parents", "3", "--mutations", "3",
@@ -145,8 +144,8 @@ def _search(tmp, ckpt, pred, out, *extra):
 def test_gpu_scorers_score_what_cpu_scorers_score(tmp_path):
     write_supernet_checkpoint(tmp_path / "super.pt")
     write_fake_predictor(tmp_path / "fake.pred")
-    cpu = _search(tmp_path, tmp_path / "super.pt", tmp_path / "fake.pred", tmp_path / "cpu")
-    gpu = _search(tmp_path, tmp_path / "super.pt", tmp_path / "fake.pred", tmp_path / "gpu", "--gpu")
+    cpu = _search(tmp_path / "super.pt", tmp_path / "fake.pred", tmp_path / "cpu")
+    gpu = _search(tmp_path / "super.pt", tmp_path / "fake.pred", tmp_path / "gpu", "--gpu")
     common = set(cpu) & set(gpu)
     assert len(common) >= 8  # at least the random first generation (same seed)
     assert all(abs(cpu[k] - gpu[k]) < 1e-3 for k in common), [(cpu[k], gpu[k]) for k in common]
