@@ -13,13 +13,15 @@ the plain model's shapes) and for the plain model (decoded by hat-ray's decoder 
 weight conversion, checked on a batch); training tokens/s of each over the run; and tokens/s of
 the supernet run at the dense Arch against the plain model (the weight-sharing overhead at equal
 size). ``--variants supernet,sandwich`` measures the sandwich rule instead, ``biased`` the
-supernet trained on the largest Arch with chance ``--largest-prob`` per update. Writes JSON to
-``benchmarks/results/``.
+supernet trained on the largest Arch with chance ``--largest-prob`` per update, ``first`` the
+supernet trained on the largest Arch only for its first ``--largest-first`` updates (OFA's order;
+``supernet_recipes.py`` chose it). Writes JSON to ``benchmarks/results/``.
 
     python benchmarks/train_multi30k.py --minutes 40          # the issue's budget (each model)
     python benchmarks/train_multi30k.py --minutes 5 --beam 1  # a short run, greedy
     python benchmarks/train_multi30k.py --minutes 5 --variants supernet,sandwich  # sandwich rule, measured
     python benchmarks/train_multi30k.py --minutes 40 --variants biased,plain --largest-prob 0.25 --beam 1
+    python benchmarks/train_multi30k.py --minutes 40 --variants first,plain --largest-first 660 --beam 1
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class PlainTransformer(nn.Module):
     def forward(self, src: Tensor, prev: Tensor, arch: object = None) -> Tensor:
         """(B, S) left-padded source, (B, T) previous tokens -> logits (B, T, V)."""
         pad = src.eq(PAD)
-        causal = torch.ones(prev.shape[1], prev.shape[1], dtype=torch.bool).triu(1)  # True = masked
+        causal = torch.ones(prev.shape[1], prev.shape[1], dtype=torch.bool, device=prev.device).triu(1)  # True = masked
         x = nn.functional.dropout(self._embed(src), self.core.encoder.layers[0].dropout1.p, self.training)
         y = nn.functional.dropout(self._embed(prev), self.core.encoder.layers[0].dropout1.p, self.training)
         out = self.core(x, y, tgt_mask=causal, src_key_padding_mask=pad, memory_key_padding_mask=pad)
@@ -158,7 +160,7 @@ def equal_size_throughput(super_tr: Trainer, plain_tr: Trainer, updates: int, ro
     return {name: float(np.median(r)) for name, r in rates.items()} | {"rounds": rates}
 
 
-VARIANTS = ("supernet", "sandwich", "biased", "plain")
+VARIANTS = ("supernet", "first", "sandwich", "biased", "plain")
 
 
 def main() -> None:
@@ -166,9 +168,11 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=40.0, help="training budget of EACH model")
     ap.add_argument("--variants", default="supernet,plain",
                     help=f"comma-separated, of {VARIANTS}: sandwich = supernet with the sandwich rule, "
-                         "biased = supernet with --largest-prob")
+                         "biased = supernet with --largest-prob, first = supernet with --largest-first")
     ap.add_argument("--largest-prob", type=float, default=0.25, help="the biased variant's chance per update of "
                     "training the largest Arch")
+    ap.add_argument("--largest-first", type=int, default=660, help="the first variant's updates that train the "
+                    "largest Arch only (660: about the first 20 of 40 minutes on this 2-core machine)")
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "multi30k"))
     ap.add_argument("--beam", type=int, default=4)
     ap.add_argument("--lenpen", type=float, default=0.6)
@@ -192,7 +196,7 @@ def main() -> None:
     trainers = build_trainers(variants, space, data, args)
     results = {"budget_minutes_each": args.minutes, "args": vars(args), "vocab": data.tokenizer.vocab_size,
                "train": interleave(trainers, args.minutes * 60, args.slice)}
-    supernet = next((trainers[v] for v in ("supernet", "biased", "sandwich") if v in trainers), None)
+    supernet = next((trainers[v] for v in ("first", "supernet", "biased", "sandwich") if v in trainers), None)
     if supernet is not None and "plain" in trainers:
         results["equal_size_tokens_per_s"] = equal_size_throughput(supernet, trainers["plain"],
                                                                    args.throughput_updates)
@@ -219,7 +223,8 @@ def build_trainers(variants: list[str], space: SearchSpace, data, args: argparse
             trainers[name] = Trainer(model, space, cfg.replace(mode="subnet"), data.train, data.valid)
         else:
             model = build_super(space, vocab, vocab, seed=1)
-            rule = cfg.replace(sandwich=name == "sandwich", largest_prob=args.largest_prob if name == "biased" else 0.0)
+            rule = cfg.replace(sandwich=name == "sandwich", largest_prob=args.largest_prob if name == "biased" else 0.0,
+                               largest_first=args.largest_first if name == "first" else 0)
             trainers[name] = Trainer(model, space, rule, data.train, data.valid)
     return trainers
 

@@ -22,6 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     sup.add_argument("--largest-prob", type=float, default=0.0, metavar="P",
                      help="train the largest Arch instead of a sampled one with chance P per update (default 0: "
                           "HAT's uniform sampling)")
+    sup.add_argument("--largest-first", type=int, default=0, metavar="N",
+                     help="train the largest Arch only for the first N updates, then sample (default 0: HAT's "
+                          "sampling from the start; short runs train much better with ~half their updates here, "
+                          "see BENCHMARKS.md)")
     subnet = tsub.add_parser("subnet", help="one fixed SubTransformer, from scratch or inherited weights")
     subnet.add_argument("--arch", required=True, help="Arch YAML (HAT's format or hat-ray's)")
     subnet.add_argument("--init-from", metavar="SUPER_CKPT",
@@ -76,6 +80,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         min_lr=args.min_lr, clip_norm=args.clip_norm, weight_decay=args.weight_decay,
         label_smoothing=args.label_smoothing, dropout=args.dropout, seed=args.seed,
         sandwich=getattr(args, "sandwich", False), largest_prob=getattr(args, "largest_prob", 0.0),
+        largest_first=getattr(args, "largest_first", 0),
         validate_every=args.validate_every, save_every=args.save_every, keep_last=args.keep_last,
         log_every=args.log_every, progress=not args.no_progress, tensorboard=not args.no_tensorboard,
     )

@@ -35,6 +35,7 @@ class TrainConfig:
     seed: int = 1
     sandwich: bool = False  # each update: largest + smallest + one sampled Arch (supernet only)
     largest_prob: float = 0.0  # chance that an update trains the largest Arch instead of a sample (supernet)
+    largest_first: int = 0  # the first N updates train the largest Arch only, then sampling (supernet)
     validate_every: int = 1000  # updates; 0: only at the end
     save_every: int = 1000  # updates; 0: only at the end
     keep_last: int = 5  # numbered model-only checkpoints kept for averaging
@@ -73,6 +74,10 @@ class TrainConfig:
         elif self.largest_prob and (self.sandwich or self.mode != "supernet"):
             problems.append("largest_prob applies to supernet training without the sandwich rule (which trains "
                             "the largest Arch every update already)")
+        if self.largest_first < 0:
+            problems.append(f"largest_first must be >= 0 updates, got {self.largest_first}")
+        elif self.largest_first and self.mode != "supernet":
+            problems.append("largest_first applies to supernet training only")
         if problems:
             raise ConfigError("training configuration", problems)
 
@@ -94,5 +99,5 @@ class TrainConfig:
 
 # Settings that change which batches or Archs a resumed run sees: a resume with different values
 # still runs, but is no longer an exact continuation (logged).
-EXACT_RESUME_KEYS = ("max_tokens", "update_freq", "seed", "sandwich", "largest_prob", "schedule", "lr",
+EXACT_RESUME_KEYS = ("max_tokens", "update_freq", "seed", "sandwich", "largest_prob", "largest_first", "schedule", "lr",
                      "warmup_updates", "label_smoothing")

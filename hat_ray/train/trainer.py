@@ -49,11 +49,15 @@ def update_seed(seed: int, update: int, rank: int = 0) -> int:
 
 
 def archs_for_update(space: SearchSpace, seed: int, update: int, sandwich: bool = False,
-                     largest_prob: float = 0.0) -> list[Arch]:
+                     largest_prob: float = 0.0, largest_first: int = 0) -> list[Arch]:
     """The Arch(s) trained at ``update``: one uniform sample (HAT), or with the sandwich rule the
     largest, the smallest and one uniform sample (BigNAS), all seeded by the update number. With
     ``largest_prob`` p, an update trains the largest Arch instead of its sample with chance p (the
-    draw comes after the sample, so p = 0 gives HAT's sequence unchanged)."""
+    draw comes after the sample, so p = 0 gives HAT's sequence unchanged). Updates 1 to
+    ``largest_first`` train the largest Arch only (OFA's order: the full network first); later
+    updates get exactly the Archs they would get without it."""
+    if update <= largest_first:
+        return [space.largest()]
     rng = np.random.default_rng([seed, update])
     sampled = space.sample(rng)
     if sandwich:
@@ -96,7 +100,8 @@ class Trainer:
     def archs(self, update: int) -> list[Arch | None]:
         if self.cfg.mode == "subnet":
             return [None]  # the static SubTransformer's bound Arch
-        return list(archs_for_update(self.space, self.cfg.seed, update, self.cfg.sandwich, self.cfg.largest_prob))
+        cfg = self.cfg
+        return list(archs_for_update(self.space, cfg.seed, update, cfg.sandwich, cfg.largest_prob, cfg.largest_first))
 
     def train_step(self) -> dict[str, Any]:
         """Run update ``self.update + 1`` and return its statistics (losses in bits/token)."""

@@ -1,0 +1,161 @@
+"""Benchmark: SuperTransformer training recipes at equal CPU cost, run as a sweep (not in CI).
+
+``train_multi30k.py`` answers one question per 85-minute run on this machine's 2 cores. This
+sweep answers many at once, on any device (a GPU runs ~a dozen variants in parallel in minutes):
+each variant trains for the number of updates that the 2-core machine fits in ``--cpu-minutes``
+(from the per-update CPU costs measured by the 40-minute run: 1.806 s for an update at the
+largest / plain size, 1.297 s on average for a HAT-sampled Arch), then reports validation loss
+and greedy SacreBLEU on test2016 of its largest, dense and smallest Arch. Same data, subword
+model (trained once), batches, loss, optimizer and schedule as ``train_multi30k.py``.
+
+Variants (``--variants``, comma-separated; ``NAME@SEED`` for another seed):
+
+- ``plain``: ``torch.nn.Transformer`` of the largest size (the baseline); ``plain_d01``: dropout 0.1.
+- ``uniform``: HAT's sampling (one uniform Arch per update).
+- ``largest``: the largest Arch every update (the supernet code as a plain model: a check).
+- ``p25`` / ``p50``: the largest Arch instead of the sample with chance 0.25 / 0.5.
+- ``first25`` / ``first50`` / ``first75``: the largest Arch only for the first 25 / 50 / 75% of the CPU budget,
+  then HAT's sampling (OFA's "largest first").
+- ``uniform_d01``: HAT's sampling with dropout 0.1; ``uniform_lr2``: with lr 2e-3.
+
+    python benchmarks/supernet_recipes.py --device cuda --jobs 12   # every variant, in parallel
+    python benchmarks/supernet_recipes.py --variants plain,uniform --cpu-minutes 1 --test-limit 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from train_multi30k import ROOT, PlainTransformer, checked_conversion, dense_arch
+
+from hat_ray.data.datasets import load_split
+from hat_ray.model.transformer import build_super
+from hat_ray.space import SearchSpace
+from hat_ray.train.config import TrainConfig
+from hat_ray.train.evaluate import sacre_bleu, translate
+from hat_ray.train.run import DataOptions, prepare_data
+from hat_ray.train.trainer import Trainer
+
+log = logging.getLogger("recipes")
+COST_LARGEST, COST_SAMPLED = 1.806, 1.297  # CPU seconds per update (40-minute run, 2 cores)
+
+# name -> (kind, largest_prob, largest_first_fraction, overrides)
+VARIANTS = {
+    "plain": ("plain", 0.0, 0.0, {}),
+    "plain_d01": ("plain", 0.0, 0.0, {"dropout": 0.1}),
+    "uniform": ("super", 0.0, 0.0, {}),
+    "largest": ("super", 1.0, 0.0, {}),
+    "p25": ("super", 0.25, 0.0, {}),
+    "p50": ("super", 0.5, 0.0, {}),
+    "first25": ("super", 0.0, 0.25, {}),
+    "first50": ("super", 0.0, 0.5, {}),
+    "first75": ("super", 0.0, 0.75, {}),
+    "uniform_d01": ("super", 0.0, 0.0, {"dropout": 0.1}),
+    "uniform_lr2": ("super", 0.0, 0.0, {"lr": 2e-3}),
+}
+
+
+def cpu_updates(kind: str, largest_prob: float, first: float, seconds: float) -> tuple[int, int]:
+    """(updates, largest-only updates at the start) that the 2-core machine fits in ``seconds``."""
+    if kind == "plain":
+        return int(seconds / COST_LARGEST), 0
+    head = int(first * seconds / COST_LARGEST)
+    per = largest_prob * COST_LARGEST + (1 - largest_prob) * COST_SAMPLED
+    return head + int((seconds - head * COST_LARGEST) / per), head
+
+
+CTX: dict = {}  # set before the pool forks: children inherit it (the tokenizer need not pickle)
+
+
+def run_variant(job: tuple[str, int]) -> dict:
+    label, seed = job
+    ctx = CTX
+    name = label.split("@")[0]
+    kind, prob, first, over = VARIANTS[name]
+    torch.set_num_threads(ctx["threads"])
+    space, data, args = ctx["space"], ctx["data"], ctx["args"]
+    updates, head = cpu_updates(kind, prob, first, args.cpu_minutes * 60)
+    cfg = TrainConfig(max_updates=10**9, max_tokens=args.max_tokens, lr=over.get("lr", args.lr),
+                      warmup_updates=args.warmup, progress=False, tensorboard=False, log_every=10**9,
+                      dropout=over.get("dropout"), seed=seed)
+    vocab, s = data.tokenizer.vocab_size, space.super
+    torch.manual_seed(seed)
+    if kind == "plain":
+        model = PlainTransformer(vocab, s.encoder_embed_dim, s.encoder_ffn_embed_dim, s.encoder_attention_heads,
+                                 s.encoder_layers, s.decoder_layers, over.get("dropout", s.dropout),
+                                 s.attention_dropout, s.max_positions)
+        tr = Trainer(model, space, cfg.replace(mode="subnet"), data.train, data.valid, device=args.device)
+    else:
+        model = build_super(space, vocab, vocab, seed=seed)
+        tr = Trainer(model, space, cfg.replace(largest_prob=prob, largest_first=head), data.train, data.valid,
+                     device=args.device)
+    start = time.perf_counter()
+    losses = []
+    for u in range(1, updates + 1):
+        losses.append(tr.train_step()["loss"])
+        if u % 250 == 0:
+            log.info("%s: update %d/%d, %.0f s", label, u, updates, time.perf_counter() - start)
+    train_s = time.perf_counter() - start
+    valid = tr.validate()
+    model = tr.model.cpu()
+    test = ctx["test"]
+    if kind == "plain":
+        jobs = {"plain": (checked_conversion(model, test, data.tokenizer, space), dense_arch(space))}
+    else:
+        jobs = {a: (model, arch) for a, arch in
+                (("largest", space.largest()), ("dense", dense_arch(space)), ("smallest", space.smallest()))}
+    bleu = {a: sacre_bleu(translate(m, arch, data.tokenizer, test.src, 1), test.tgt)[0] for a, (m, arch) in jobs.items()}
+    out = {"variant": label, "seed": seed, "updates": updates, "largest_first_updates": head, "train_s": train_s,
+           "train_loss_last100": float(np.mean(losses[-100:])), "valid": valid, "sacrebleu": bleu}
+    log.info("%s", json.dumps(out))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--cpu-minutes", type=float, default=40.0, help="the 2-core budget each variant's updates match")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--jobs", type=int, default=1, help="variants trained at once (processes)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "multi30k"))
+    ap.add_argument("--max-tokens", type=int, default=2048)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--vocab-size", type=int, default=8000)
+    ap.add_argument("--test-limit", type=int, help="score only the first N test sentences (smoke runs)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "supernet_recipes.json"))
+    args = ap.parse_args()
+    labels = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in labels if v.split("@")[0] not in VARIANTS]
+    if not labels or unknown:
+        ap.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)} (NAME@SEED for another seed)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    space = SearchSpace.load("demo")
+    data = prepare_data(DataOptions("multi30k", args.data_dir, vocab_size=args.vocab_size), space.super.max_positions)
+    test = load_split("multi30k", "test", args.data_dir)
+    if args.test_limit:
+        test = test.subset(range(args.test_limit))
+    CTX.update(space=space, data=data, test=test, args=args, threads=args.threads)
+    jobs = [(label, int(label.split("@")[1]) if "@" in label else 1) for label in labels]
+    results, out = [], Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # fork: the children inherit the prepared data; CUDA is first touched in a child
+    with mp.get_context("fork").Pool(min(args.jobs, len(jobs))) as pool:
+        for res in pool.imap_unordered(run_variant, jobs):
+            results.append(res)
+            out.write_text(json.dumps({"args": {k: v for k, v in vars(args).items()}, "device":
+                                       torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+                                       "results": sorted(results, key=lambda r: r["variant"])}, indent=2))
+    log.info("wrote %s", out)
+
+
+if __name__ == "__main__":
+    main()
