@@ -208,10 +208,12 @@ def test_fingerprints_chain_and_bundled_experiments_load():
     a, b = fingerprints(exp), fingerprints(other)
     assert [a[s] == b[s] for s in NAMES] == [True, True, True, False, False, False, False]
     # a setting added later leaves runs from before alone at its default, and counts once set
-    # the demo's fingerprint before `largest_prob` existed (update it when experiments/demo.yaml changes)
+    # the demo's fingerprint before `largest_prob` and `largest_first` existed (update it when
+    # experiments/demo.yaml changes)
     assert a["supernet"] == "688cf7233dac5b27"
-    biased = Experiment.from_dict({**exp.to_dict(), "supernet": {**exp.section("supernet"), "largest_prob": 0.25}})
-    assert fingerprints(biased)["supernet"] != a["supernet"]
+    for added in ({"largest_prob": 0.25}, {"largest_first": 300}):
+        changed = Experiment.from_dict({**exp.to_dict(), "supernet": {**exp.section("supernet"), **added}})
+        assert fingerprints(changed)["supernet"] != a["supernet"], added
     wmt = Experiment.load("wmt14_en_de_hat")
     assert [d.profile for d in wmt.devices] == ["raspberrypi4", "xeon_e5_2640", "titanxp"]
 

@@ -133,3 +133,16 @@ def test_largest_prob_reaches_the_run_and_is_validated(env, capsys):
     code, _, err = run(capsys, *supernet(env, env / "biased2", "--max-updates", "2", "--largest-prob", "2"))
     assert code == 2 and err.count("\n") == 1 and "largest_prob must be in [0, 1]" in err
     assert not (env / "biased2" / "checkpoint_last.pt").exists()
+
+
+def test_largest_first_reaches_the_run_and_is_validated(env, capsys):
+    out = env / "first"
+    code, _, err = run(capsys, *supernet(env, out, "--max-updates", "3", "--largest-first", "2"))
+    assert code == 0, err
+    assert load_checkpoint(out / "checkpoint_last.pt")["train_config"]["largest_first"] == 2
+    largest = SearchSpace.from_dict(TINY).largest().key()
+    archs = [json.loads(x)["archs"] for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert archs[:2] == [[largest]] * 2 and len(archs) == 3
+    code, _, err = run(capsys, *supernet(env, env / "first2", "--max-updates", "2", "--largest-first", "-5"))
+    assert code == 2 and err.count("\n") == 1 and "largest_first must be >= 0" in err
+    assert not (env / "first2" / "checkpoint_last.pt").exists()

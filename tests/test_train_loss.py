@@ -93,6 +93,22 @@ def test_largest_prob_swaps_in_the_largest_arch_at_that_rate():
         TrainConfig(max_updates=1, largest_prob=0.2, sandwich=True)
 
 
+def test_largest_first_trains_the_largest_arch_then_hats_sequence():
+    from hat_ray.errors import ConfigError
+    from hat_ray.train.config import TrainConfig
+
+    space = SearchSpace.load("demo")
+    hat = [archs_for_update(space, 7, u)[0] for u in range(1, 201)]
+    first = [archs_for_update(space, 7, u, largest_first=50)[0] for u in range(1, 201)]
+    assert first[:50] == [space.largest()] * 50 and first[50:] == hat[50:]  # later updates: HAT's Archs, unchanged
+    assert archs_for_update(space, 7, 3, sandwich=True, largest_first=3) == [space.largest()]
+    assert archs_for_update(space, 7, 4, sandwich=True, largest_first=3) == archs_for_update(space, 7, 4, sandwich=True)
+    with pytest.raises(ConfigError, match="largest_first must be >= 0"):
+        TrainConfig(max_updates=1, largest_first=-1)
+    with pytest.raises(ConfigError, match="largest_first applies to supernet training only"):
+        TrainConfig(max_updates=1, mode="subnet", largest_first=10)
+
+
 def test_dropout_override_reaches_the_model_and_is_validated():
     from hat_ray.errors import ConfigError
     from hat_ray.train.config import TrainConfig

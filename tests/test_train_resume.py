@@ -55,14 +55,18 @@ def _crash_at(n, exc):
     return callback
 
 
-@pytest.mark.parametrize("interrupt", ["crash", "ctrl-c"])
-def test_interrupted_run_resumes_bit_identically(setup, tmp_path, interrupt):
-    straight, steps = make(setup, tmp_path / "a"), {}
+@pytest.mark.parametrize(("interrupt", "rule"), [("crash", {}), ("ctrl-c", {}), ("crash", {"largest_first": 5})],
+                         ids=["crash", "ctrl-c", "crash-in-largest-first"])
+def test_interrupted_run_resumes_bit_identically(setup, tmp_path, interrupt, rule):
+    straight, steps = make(setup, tmp_path / "a", **rule), {}
     straight.train(record(steps))
     want = params(straight)
+    if rule:  # updates 1-5 train the largest Arch only, update 6 its HAT sample
+        largest = setup[0].largest().key()
+        assert [steps[u][1] for u in range(1, N + 1)] == [[largest]] * 5 + [steps[6][1]] and steps[6][1] != [largest]
 
     out = tmp_path / "b"
-    first = make(setup, out)
+    first = make(setup, out, **rule)
     if interrupt == "crash":  # dies after update 5: the last periodic checkpoint is update 4
         with pytest.raises(RuntimeError):
             first.train(_crash_at(5, RuntimeError("killed")))
@@ -73,7 +77,7 @@ def test_interrupted_run_resumes_bit_identically(setup, tmp_path, interrupt):
         resumed_at = 3
     ckpt = load_resume(out)
     assert ckpt["progress"]["update"] == resumed_at
-    second, after = make(setup, out, seed_model=99), {}  # different init: restore must overwrite it
+    second, after = make(setup, out, seed_model=99, **rule), {}  # different init: restore must overwrite it
     second.restore(ckpt)
     second.train(record(after))
 
