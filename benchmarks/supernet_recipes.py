@@ -3,8 +3,8 @@
 ``train_multi30k.py`` answers one question per 85-minute run on this machine's 2 cores. This
 sweep answers many at once, on any device (a GPU runs ~a dozen variants in parallel in minutes):
 each variant trains for the number of updates that the 2-core machine fits in ``--cpu-minutes``
-(from the per-update CPU costs measured by the 40-minute run: 1.806 s for an update at the
-largest / plain size, 1.297 s on average for a HAT-sampled Arch), then reports validation loss
+(per-update CPU costs from the recorded 40-minute run, ``results/train_multi30k_40min_supernet_plain.json``:
+1.81 s for an update at the largest / plain size, 1.30 s on average for a HAT-sampled Arch), then reports validation loss
 and greedy SacreBLEU on test2016 of its largest, dense and smallest Arch. Same data, subword
 model (trained once), batches, loss, optimizer and schedule as ``train_multi30k.py``.
 
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from train_multi30k import ROOT, PlainTransformer, checked_conversion, dense_arch
+from train_multi30k import ROOT, checked_conversion, dense_arch, plain_model
 
 from hat_ray.data.datasets import load_split
 from hat_ray.model.transformer import build_super
@@ -44,7 +44,13 @@ from hat_ray.train.run import DataOptions, prepare_data
 from hat_ray.train.trainer import Trainer
 
 log = logging.getLogger("recipes")
-COST_LARGEST, COST_SAMPLED = 1.806, 1.297  # CPU seconds per update (40-minute run, 2 cores)
+COSTS_FROM = ROOT / "benchmarks" / "results" / "train_multi30k_40min_supernet_plain.json"
+
+
+def cpu_costs(path: Path = COSTS_FROM) -> tuple[float, float]:
+    """CPU seconds per update (largest / plain size, HAT-sampled Arch) of a recorded 2-core run."""
+    train = json.loads(path.read_text())["train"]
+    return tuple(train[n]["seconds"] / train[n]["updates"] for n in ("plain", "supernet"))  # type: ignore[return-value]
 
 # name -> (kind, largest_prob, largest_first_fraction, overrides)
 VARIANTS = {
@@ -64,11 +70,12 @@ VARIANTS = {
 
 def cpu_updates(kind: str, largest_prob: float, first: float, seconds: float) -> tuple[int, int]:
     """(updates, largest-only updates at the start) that the 2-core machine fits in ``seconds``."""
+    largest, sampled = cpu_costs()
     if kind == "plain":
-        return int(seconds / COST_LARGEST), 0
-    head = int(first * seconds / COST_LARGEST)
-    per = largest_prob * COST_LARGEST + (1 - largest_prob) * COST_SAMPLED
-    return head + int((seconds - head * COST_LARGEST) / per), head
+        return int(seconds / largest), 0
+    head = int(first * seconds / largest)
+    per = largest_prob * largest + (1 - largest_prob) * sampled
+    return head + int((seconds - head * largest) / per), head
 
 
 CTX: dict = {}  # set before the pool forks: children inherit it (the tokenizer need not pickle)
@@ -85,12 +92,10 @@ def run_variant(job: tuple[str, int]) -> dict:
     cfg = TrainConfig(max_updates=10**9, max_tokens=args.max_tokens, lr=over.get("lr", args.lr),
                       warmup_updates=args.warmup, progress=False, tensorboard=False, log_every=10**9,
                       dropout=over.get("dropout"), seed=seed)
-    vocab, s = data.tokenizer.vocab_size, space.super
+    vocab = data.tokenizer.vocab_size
     torch.manual_seed(seed)
     if kind == "plain":
-        model = PlainTransformer(vocab, s.encoder_embed_dim, s.encoder_ffn_embed_dim, s.encoder_attention_heads,
-                                 s.encoder_layers, s.decoder_layers, over.get("dropout", s.dropout),
-                                 s.attention_dropout, s.max_positions)
+        model = plain_model(space, vocab, over.get("dropout"))
         tr = Trainer(model, space, cfg.replace(mode="subnet"), data.train, data.valid, device=args.device)
     else:
         model = build_super(space, vocab, vocab, seed=seed)
@@ -151,7 +156,7 @@ def main() -> None:
     with mp.get_context("fork").Pool(min(args.jobs, len(jobs))) as pool:
         for res in pool.imap_unordered(run_variant, jobs):
             results.append(res)
-            out.write_text(json.dumps({"args": {k: v for k, v in vars(args).items()}, "device":
+            out.write_text(json.dumps({"args": vars(args), "device":
                                        torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
                                        "results": sorted(results, key=lambda r: r["variant"])}, indent=2))
     log.info("wrote %s", out)

@@ -87,6 +87,14 @@ class PlainTransformer(nn.Module):
         return nn.functional.linear(out, self.embed)
 
 
+def plain_model(space: SearchSpace, vocab: int, dropout: float | None = None) -> PlainTransformer:
+    """The plain Transformer of ``space``'s max size (dropout: the space's unless given)."""
+    s = space.super
+    return PlainTransformer(vocab, s.encoder_embed_dim, s.encoder_ffn_embed_dim, s.encoder_attention_heads,
+                            s.encoder_layers, s.decoder_layers, s.dropout if dropout is None else dropout,
+                            s.attention_dropout, s.max_positions)
+
+
 def to_hat_ray(plain: PlainTransformer, config: ModelConfig) -> Transformer:
     """The same weights in hat-ray's dense Transformer layout (for its beam search)."""
     model = Transformer(config)
@@ -210,16 +218,14 @@ def main() -> None:
 
 def build_trainers(variants: list[str], space: SearchSpace, data, args: argparse.Namespace) -> dict[str, Trainer]:
     """Same batches, loss, optimizer and schedule for every variant; each model seeded alike."""
-    s, vocab = space.super, data.tokenizer.vocab_size
+    vocab = data.tokenizer.vocab_size
     cfg = TrainConfig(max_updates=10**9, max_tokens=args.max_tokens, lr=args.lr, warmup_updates=args.warmup,
                       progress=False, tensorboard=False, log_every=50)
     trainers = {}
     for name in variants:
         if name == "plain":
             torch.manual_seed(1)
-            model = PlainTransformer(vocab, s.encoder_embed_dim, s.encoder_ffn_embed_dim, s.encoder_attention_heads,
-                                     s.encoder_layers, s.decoder_layers, s.dropout, s.attention_dropout,
-                                     s.max_positions)
+            model = plain_model(space, vocab)
             trainers[name] = Trainer(model, space, cfg.replace(mode="subnet"), data.train, data.valid)
         else:
             model = build_super(space, vocab, vocab, seed=1)

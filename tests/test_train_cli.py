@@ -122,27 +122,20 @@ def test_spec_paths_are_absolute(env, monkeypatch):
     assert Path(spec.out) == env / "relative_out" and Path(spec.data_info["data"]) == env / "data"
 
 
-def test_largest_prob_reaches_the_run_and_is_validated(env, capsys):
-    out = env / "biased"
-    code, _, err = run(capsys, *supernet(env, out, "--max-updates", "2", "--largest-prob", "1"))
+@pytest.mark.parametrize(("flag", "good", "key", "value", "updates", "bad", "message"), [
+    ("--largest-prob", "1", "largest_prob", 1.0, 2, "2", "largest_prob must be in [0, 1]"),
+    ("--largest-first", "2", "largest_first", 2, 3, "-5", "largest_first must be >= 0"),
+])
+def test_largest_arch_options_reach_the_run_and_are_validated(env, capsys, flag, good, key, value, updates, bad,
+                                                              message):
+    """Both options make the first two updates train the largest Arch; bad values are one-line errors."""
+    out = env / key
+    code, _, err = run(capsys, *supernet(env, out, "--max-updates", str(updates), flag, good))
     assert code == 0, err
-    ckpt = load_checkpoint(out / "checkpoint_last.pt")
-    assert ckpt["train_config"]["largest_prob"] == 1.0
-    largest = SearchSpace.from_dict(TINY).largest().key()
-    assert [json.loads(x)["archs"] for x in (out / "train_log.jsonl").read_text().splitlines()] == [[largest]] * 2
-    code, _, err = run(capsys, *supernet(env, env / "biased2", "--max-updates", "2", "--largest-prob", "2"))
-    assert code == 2 and err.count("\n") == 1 and "largest_prob must be in [0, 1]" in err
-    assert not (env / "biased2" / "checkpoint_last.pt").exists()
-
-
-def test_largest_first_reaches_the_run_and_is_validated(env, capsys):
-    out = env / "first"
-    code, _, err = run(capsys, *supernet(env, out, "--max-updates", "3", "--largest-first", "2"))
-    assert code == 0, err
-    assert load_checkpoint(out / "checkpoint_last.pt")["train_config"]["largest_first"] == 2
+    assert load_checkpoint(out / "checkpoint_last.pt")["train_config"][key] == value
     largest = SearchSpace.from_dict(TINY).largest().key()
     archs = [json.loads(x)["archs"] for x in (out / "train_log.jsonl").read_text().splitlines()]
-    assert archs[:2] == [[largest]] * 2 and len(archs) == 3
-    code, _, err = run(capsys, *supernet(env, env / "first2", "--max-updates", "2", "--largest-first", "-5"))
-    assert code == 2 and err.count("\n") == 1 and "largest_first must be >= 0" in err
-    assert not (env / "first2" / "checkpoint_last.pt").exists()
+    assert archs[:2] == [[largest]] * 2 and len(archs) == updates
+    code, _, err = run(capsys, *supernet(env, env / f"{key}_bad", "--max-updates", "2", flag, bad))
+    assert code == 2 and err.count("\n") == 1 and message in err
+    assert not (env / f"{key}_bad" / "checkpoint_last.pt").exists()
