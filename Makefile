@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; the project itself accepts torch>=2.3.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: test test-all demo lint venv clean
+.PHONY: test test-all test-cluster testbed demo lint venv clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,17 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 test-all: $(VENV)/.installed
-	$(PY) -m pytest -q -m ''
+	$(PY) -m pytest -q -m 'not cluster'
+
+# The cluster tests (tests/cluster/, marked `cluster`) on a real three-node Ray cluster on this
+# machine: x86 head, an x86 worker without the head's disk, an emulated aarch64 Pi. Needs root;
+# builds the testbed into ~/.cache/hat-ray-testbed on first use (deploy/testbed/README.md).
+test-cluster: $(VENV)/.installed
+	$(PY) -m pytest -q -m cluster tests/cluster
+
+# Build (or check) the testbed only.
+testbed: $(VENV)/.installed
+	bash deploy/testbed/build.sh
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check hat_ray tests

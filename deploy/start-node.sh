@@ -9,6 +9,12 @@
 # provider has a single worker node type (one start command for every worker), so the per-device
 # part has to live on each host. HAT_RAY_DRY_RUN=1 prints the `ray start` arguments, one per
 # line, instead of running it.
+#
+# Every node also gets the labels arch=<uname -m> and python=<its Python version>, read here (not
+# from the file), so `hat-ray cluster status` shows what each node really runs. Optional settings
+# in node.env: HAT_RAY_PORT (the head's GCS port, default 6379), HAT_RAY_DASHBOARD_PORT (default
+# 8265), HAT_RAY_TEMP_DIR (Ray's session folder, default /tmp/ray).
+# A node whose Ray or Python version the cluster refuses exits with code 2 and one line saying so.
 set -euo pipefail
 
 env_file="${HAT_RAY_NODE_ENV:-$HOME/.hat-ray/node.env}"
@@ -29,14 +35,20 @@ fi
 # profiles and scorers set their own torch thread counts, so leave the default alone.
 unset OMP_NUM_THREADS
 
-args=(start "--resources=$HAT_RAY_RESOURCES")
-[[ -n "${HAT_RAY_LABELS:-}" ]] && args+=("--labels=$HAT_RAY_LABELS")
+py_version="$(python3 -c 'import platform; print(platform.python_version())' 2>/dev/null || echo unknown)"
+labels="${HAT_RAY_LABELS:-}"
+[[ ",$labels" == *",arch="* ]] || labels="${labels:+$labels,}arch=$(uname -m)"
+[[ ",$labels" == *",python="* ]] || labels="$labels,python=$py_version"
+
+args=(start "--resources=$HAT_RAY_RESOURCES" "--labels=$labels")
 [[ -n "${HAT_RAY_NUM_CPUS:-}" ]] && args+=("--num-cpus=$HAT_RAY_NUM_CPUS")
 [[ -n "${HAT_RAY_OBJECT_STORE_MEMORY:-}" ]] && args+=("--object-store-memory=$HAT_RAY_OBJECT_STORE_MEMORY")
+[[ -n "${HAT_RAY_TEMP_DIR:-}" ]] && args+=("--temp-dir=$HAT_RAY_TEMP_DIR")
 if [[ "${1:-}" == "--head" ]]; then
     shift
     # The dashboard (and its Jobs API) stays on loopback: reach it through an SSH tunnel.
-    args+=(--head --port=6379 --dashboard-host=127.0.0.1)
+    args+=(--head "--port=${HAT_RAY_PORT:-6379}" --dashboard-host=127.0.0.1)
+    [[ -n "${HAT_RAY_DASHBOARD_PORT:-}" ]] && args+=("--dashboard-port=$HAT_RAY_DASHBOARD_PORT")
 fi
 args+=("$@")
 
@@ -50,4 +62,18 @@ if [[ -n "${HAT_RAY_DRY_RUN:-}" ]]; then
     printf '%s\n' "${args[@]}"
     exit 0
 fi
-exec ray "${args[@]}"
+# Ray refuses a node whose Ray version (or Python version, to the match level) differs from the
+# cluster's with a traceback; keep its output, and end with one line that names the fix.
+err="$(mktemp)"
+trap 'rm -f "$err"' EXIT
+status=0
+ray "${args[@]}" 2> >(tee "$err" >&2) || status=$?
+wait  # for tee
+if [[ $status -ne 0 ]] && grep -q "Version mismatch" "$err"; then
+    cluster="$(grep -A2 "cluster was started with" "$err" | grep -oE "(Ray|Python): [^ ]+" | head -n2 | paste -sd' ')"
+    echo "start-node.sh: error: the cluster refused this node: it runs Ray $(ray --version 2>/dev/null | awk '{print $NF}')" \
+         "/ Python $py_version, the cluster ${cluster:-another version}; install the cluster's Ray (and Python" \
+         "major.minor) here, see deploy/README.md" >&2
+    exit 2
+fi
+exit $status

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -89,7 +90,7 @@ def connect(address: str | None = None, profiles: Sequence[DeviceProfile] = (), 
         local = ", ".join(p.name for p in profiles if runs_locally(p)) or "none of those requested"
         raise DeviceError(f"no node for device {names}: without --address only this machine's local devices run "
                           f"({local}); pass --address of a cluster whose nodes declare the resource")
-    labels: dict[str, str] = {}
+    labels = platform_labels()
     for p in profiles:
         labels.update(p.ray.label)
     if dashboard is None and os.environ.get("HAT_RAY_DASHBOARD", "1") == "0":
@@ -98,7 +99,7 @@ def connect(address: str | None = None, profiles: Sequence[DeviceProfile] = (), 
     # already running on this machine (someone's `ray start`), which cannot take our resources.
     try:
         ray.init(address="local", num_cpus=num_cpus, resources={p.ray.resource: 1.0 for p in profiles} or None,
-                 labels=labels or None, include_dashboard=dashboard, dashboard_host=DASHBOARD_HOST,
+                 labels=labels, include_dashboard=dashboard, dashboard_host=DASHBOARD_HOST,
                  log_to_driver=False, configure_logging=False)
     except Exception as exc:  # noqa: BLE001 - Ray raises bare Exception when its daemons time out
         if ray.is_initialized():
@@ -119,6 +120,48 @@ def _join(ray: Any, address: str) -> None:
         reason = " ".join(str(exc).split())[:200]
         raise HatRayError(f"cannot connect to the Ray cluster at {address}: {reason} (check the address, and that "
                           "this machine runs the same Ray and Python versions and auth token as the cluster)") from None
+
+
+def platform_labels() -> dict[str, str]:
+    """The node labels hat-ray gives every node it starts (deploy/start-node.sh sets the same):
+    ``arch`` (``platform.machine()``) and ``python`` (the interpreter's version)."""
+    return {"arch": platform.machine(), "python": platform.python_version()}
+
+
+def node_platforms(nodes: list[dict[str, Any]], timeout: float = 60.0) -> dict[str, dict[str, str | None]]:
+    """``{node_id: {"arch", "python"}}`` for every alive node in ``nodes`` (entries of
+    ``ray.nodes()``): from the node's ``arch`` / ``python`` labels, else asked of the node by a
+    zero-CPU task pinned to it (a node started by hand without them). A node that does not answer
+    within ``timeout`` seconds (all asked in parallel) gets None for both."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    found: dict[str, dict[str, str | None]] = {}
+    pending = {}
+    for node in nodes:
+        if not node.get("Alive"):
+            continue
+        labels = node.get("Labels") or {}
+        if labels.get("arch") and labels.get("python"):
+            found[node["NodeID"]] = {"arch": labels["arch"], "python": labels["python"]}
+            continue
+        strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        ref = ray.remote(_platform_here).options(num_cpus=0, scheduling_strategy=strategy, max_retries=0).remote()
+        pending[ref] = node["NodeID"]
+    if pending:
+        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=timeout)
+        for ref in pending:
+            try:
+                found[pending[ref]] = ray.get(ref) if ref in ready else {"arch": None, "python": None}
+            except ray.exceptions.RayError:
+                found[pending[ref]] = {"arch": None, "python": None}
+            if ref not in ready:
+                ray.cancel(ref, force=True)
+    return found
+
+
+def _platform_here() -> dict[str, str]:
+    return {"arch": platform.machine(), "python": platform.python_version()}
 
 
 def runs_locally(profile: DeviceProfile) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import secrets
 import shutil
 import signal
@@ -66,7 +67,7 @@ def _start_node_args(node_file: Path, *argv: str) -> subprocess.CompletedProcess
 
 @needs_deploy
 @pytest.mark.parametrize("node_file, profile", [("xeon-head", "xeon_e5_2640"), ("titanxp", "titanxp"),
-                                                ("rpi4", "raspberrypi4")])
+                                                ("rpi4", "raspberrypi4"), ("qemu-rpi4", "qemu_rpi4")])
 def test_deploy_node_files_declare_their_profiles_resource_and_labels(node_file, profile):
     from hat_ray.latency.profile import DeviceProfile
 
@@ -78,6 +79,8 @@ def test_deploy_node_files_declare_their_profiles_resource_and_labels(node_file,
     assert json.loads(args["--resources"]) == {p.ray.resource: 1}
     labels = dict(kv.split("=") for kv in args["--labels"].split(","))
     assert dict(p.ray.label).items() <= labels.items()
+    # start-node.sh reads the node's own architecture and Python version (`cluster status` shows them)
+    assert labels["arch"] == platform.machine() and labels["python"].count(".") == 2
 
 
 @needs_deploy

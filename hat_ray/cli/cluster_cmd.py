@@ -19,20 +19,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "declaring this machine's local device profiles (e.g. local_cpu), as `latency collect` does.")
     status.add_argument("--address", help="Ray cluster address (HOST:PORT, ray://HOST:PORT or auto)")
     status.add_argument("--json", action="store_true", help="print {address, nodes, devices} as JSON")
+    status.add_argument("--probe-timeout", type=float, default=60.0, metavar="S",
+                        help="seconds to wait for a node without arch/python labels to report them (default 60)")
     status.set_defaults(func=_status)
 
 
-def node_info(node: dict[str, Any]) -> dict[str, Any]:
-    """One entry of ``ray.nodes()`` as plain JSON-able data (memory in bytes)."""
+def node_info(node: dict[str, Any], platform: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """One entry of ``ray.nodes()`` as plain JSON-able data (memory in bytes); ``platform``:
+    the node's ``arch`` and ``python`` (None: unknown)."""
     from hat_ray.cluster import DEVICE_PREFIX
 
     res = node.get("Resources", {}) or {}
+    platform = platform or {}
     return {
         "node_id": node["NodeID"],
         "host": node.get("NodeManagerHostname", "?"),
         "address": node.get("NodeManagerAddress", "?"),
         "alive": bool(node.get("Alive")),
         "head": any(k.startswith("node:__internal_head__") for k in res),
+        "arch": platform.get("arch"),
+        "python": platform.get("python"),
         "cpus": float(res.get("CPU", 0)),
         "gpus": float(res.get("GPU", 0)),
         "memory_bytes": int(res.get("memory", 0)),
@@ -42,12 +48,14 @@ def node_info(node: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def cluster_status() -> dict[str, Any]:
+def cluster_status(probe_timeout: float = 60.0) -> dict[str, Any]:
     """``{"address", "nodes", "devices"}`` for the connected cluster: every node (dead ones too,
-    flagged) and, for every bundled device profile, the alive nodes that can run it."""
+    flagged; each with its ``arch`` and ``python``) and, for every bundled device profile, the
+    alive nodes that can run it. Nodes without arch/python labels are asked by a task, waited
+    for at most ``probe_timeout`` seconds."""
     import ray
 
-    from hat_ray.cluster import device_nodes
+    from hat_ray.cluster import device_nodes, node_platforms
     from hat_ray.latency.profile import DeviceProfile
     from hat_ray.resources import bundled_names
 
@@ -57,7 +65,9 @@ def cluster_status() -> dict[str, Any]:
         profile = DeviceProfile.load(name)
         devices[name] = {"resource": profile.ray.resource, "labels": dict(profile.ray.label),
                          "nodes": [n.node_id for n in device_nodes(profile, nodes)]}
-    return {"address": ray.get_runtime_context().gcs_address, "nodes": [node_info(n) for n in nodes],
+    platforms = node_platforms(nodes, timeout=probe_timeout)
+    return {"address": ray.get_runtime_context().gcs_address,
+            "nodes": [node_info(n, platforms.get(n["NodeID"])) for n in nodes],
             "devices": devices}
 
 
@@ -72,7 +82,7 @@ def _status(args: argparse.Namespace) -> int:
     with stdout_to_stderr():  # Ray prints while starting; stdout carries only the status
         started = connect(args.address, [] if args.address else local, dashboard=False)
         try:
-            status = cluster_status()
+            status = cluster_status(args.probe_timeout)
         finally:
             if started:
                 ray.shutdown()
@@ -93,12 +103,15 @@ def _print(status: dict[str, Any], started_local: bool) -> None:
     where = "a local Ray instance started for this command" if started_local else "the Ray cluster"
     print(f"{where} at {status['address']}: {alive} alive node{'s' if alive != 1 else ''}"
           + (f", {len(nodes) - alive} dead" if len(nodes) > alive else ""))
-    print(f"  {'node':9} {'host':20} {'cpus':>5} {'gpus':>4} {'memory':>7} {'store':>6}  devices / labels")
+    print(f"  {'node':9} {'host':20} {'arch':8} {'python':7} {'cpus':>5} {'gpus':>4} {'memory':>7} {'store':>6}"
+          "  devices / labels")
     for n in sorted(nodes, key=lambda n: (not n["alive"], not n["head"], n["host"])):
         devs = " ".join(f"{k}={v:g}" for k, v in n["devices"].items()) or "-"
-        labels = " ".join(f"{k}={v}" for k, v in n["labels"].items() if not k.startswith("ray.io/"))
+        labels = " ".join(f"{k}={v}" for k, v in n["labels"].items()
+                          if not k.startswith("ray.io/") and k not in ("arch", "python"))
         flags = ("" if n["alive"] else "  DEAD") + ("  (head)" if n["head"] else "")
-        print(f"  {n['node_id'][:8]:9} {n['host'][:20]:20} {n['cpus']:5g} {n['gpus']:4g} "
+        print(f"  {n['node_id'][:8]:9} {n['host'][:20]:20} {n['arch'] or '?':8} {n['python'] or '?':7} "
+              f"{n['cpus']:5g} {n['gpus']:4g} "
               f"{_gib(n['memory_bytes']):>7} {_gib(n['object_store_bytes']):>6}  {devs}"
               + (f"  [{labels}]" if labels else "") + flags)
     print("device profiles:")

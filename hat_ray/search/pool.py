@@ -29,6 +29,7 @@ from typing import Any
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from hat_ray.arch import Arch
 
@@ -130,8 +131,10 @@ class ScorerPool:
 
     def _spawn(self) -> Any:
         self.spawned += 1
+        # SPREAD: scorers go to different nodes while they have CPUs (one weights copy per node);
+        # a replacement for a lost node's scorer lands wherever CPUs are left.
         opts: dict[str, Any] = {"num_cpus": self.cpus, "name": f"{self.name}-scorer-{self.spawned}",
-                                "max_restarts": 0}
+                                "max_restarts": 0, "scheduling_strategy": "SPREAD"}
         if self.use_gpu:
             opts["num_gpus"] = 1
         return ScorerActor.options(**opts).remote(self.weights_ref, self.batches_ref, self.threads, self.use_gpu)
@@ -235,7 +238,10 @@ def start_pool(weights: dict[str, Any], batches: list[dict[str, Any]], size: int
     (``hold``: the start barrier for Tune trials, see the module docstring)."""
     weights_ref = ray.put(weights)
     batches_ref = ray.put(batches)
-    pool = ScorerPool.options(name=f"{name}-pool", lifetime=None).remote(
+    # The dispatcher holds no CPU: pinned to the driver's node, so it never lands on a device-only
+    # node (a Pi) and survives losing any other node.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    pool = ScorerPool.options(name=f"{name}-pool", lifetime=None, scheduling_strategy=here).remote(
         [weights_ref], [batches_ref], size, name, cpus, threads, use_gpu, cache, hold=hold)
     ray.get(pool.ready.remote())
     return pool

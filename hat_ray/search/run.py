@@ -33,6 +33,7 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray.tune.execution.placement_groups import PlacementGroupFactory
 
 from hat_ray.arch import Arch
 from hat_ray.checkpoint import atomic_write
@@ -216,8 +217,11 @@ def measure_candidates(archs: list[Arch], profiles: dict[str, DeviceProfile], sp
 def _tuner(out: Path, searcher: EvolutionSearcher, attempt: int) -> tune.Tuner:
     """A fresh Tune experiment per attempt (search, search-2, ...): a resumed search does not
     depend on Tune's own snapshot; the evaluation log is the source of truth."""
-    # Trials only route a candidate to the pool: they hold no CPU (the scorers do).
-    trainable = tune.with_resources(score_trial, {"cpu": 0, "memory": 2**20})  # Tune needs a non-empty bundle
+    # Trials only route a candidate to the pool: they hold no CPU (the scorers do), and stay on the
+    # driver's node (a zero-CPU actor could otherwise land on a device-only node such as a Pi).
+    here = {"ray.io/node-id": ray.get_runtime_context().get_node_id()}
+    bundle = PlacementGroupFactory([{"memory": 2**20}], bundle_label_selector=[here])  # Tune needs a non-empty bundle
+    trainable = tune.with_resources(score_trial, bundle)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, reuse_actors=True,
