@@ -144,21 +144,38 @@ class Testbed:
             if self.running(name):
                 continue
             t0 = time.time()
-            for attempt in range(1, 4):
+            if name != "head":
+                self._wait_stopped_gone(timeout=90)
+            for attempt in range(1, 5):
                 self.start(name)
                 try:
-                    self.wait_nodes([n for n in NODES[:NODES.index(name) + 1]], timeout)
+                    nodes = self.wait_nodes([n for n in NODES[:NODES.index(name) + 1]], timeout)
+                    self.info.setdefault("node_ids", {})[name] = self.node_of(nodes, name)["id"]
+                    self._save()
                     break
                 except NodeExited as exc:
                     # `ray start` gives a joining raylet 30 s to register (hard-coded in Ray);
                     # under emulation on a busy machine that can be too short: try again
                     self.stop(name)
-                    if attempt == 3:
+                    if attempt == 4:
                         raise RuntimeError(str(exc)) from None
                     say(f"testbed: {name} did not join (attempt {attempt}); retrying")
             times[name] = round(time.time() - t0, 1)
             say(f"testbed: {name} joined in {times[name]:.1f} s")
         return times
+
+    def _wait_stopped_gone(self, timeout: float) -> None:
+        """Wait until the GCS no longer lists a node this testbed stopped as alive: a node that
+        joins from the same address while the GCS still counts the old one may time out."""
+        stopped = set(self.info.get("stopped_ids", ()))
+        deadline = time.time() + timeout
+        while stopped and time.time() < deadline:
+            try:
+                if not stopped & {n["id"] for n in self.alive_nodes()}:
+                    return
+            except (RuntimeError, subprocess.TimeoutExpired):
+                pass
+            time.sleep(3)
 
     def start(self, name: str) -> None:
         """Launch one node (no waiting)."""
@@ -211,7 +228,8 @@ class Testbed:
         shutil.copy(REPO / "deploy" / "nodes" / "qemu-rpi4.env", r / "root" / ".hat-ray" / "node.env")
         (r / "root" / ".ray").mkdir(parents=True, exist_ok=True)
         shutil.copy(self.token_path, r / "root" / ".ray" / "auth_token")
-        start = " ".join(["exec", "chroot", str(r), "/usr/bin/env", "-i", "HOME=/root",
+        # QEMU_CPU: emulate a Pi 4's Cortex-A72 (ARMv8.0), so a wheel that needs a newer ISA fails here too
+        start = " ".join(["exec", "chroot", str(r), "/usr/bin/env", "-i", "HOME=/root", "QEMU_CPU=cortex-a72",
                           f"PATH={PI_VENV}/bin:/usr/bin:/bin", "LANG=C.UTF-8", "bash",
                           "/root/hat-ray/deploy/start-node.sh", f"--address={self.address}", *self._agent_args()])
         script = "; ".join([
@@ -248,8 +266,11 @@ class Testbed:
         return json.loads(lines[-1][len("NODES "):])
 
     def node_of(self, nodes: list[dict], name: str) -> dict | None:
-        """Which of ``nodes`` is testbed node ``name`` (by its device resource / the head flag)."""
+        """Which of ``nodes`` is testbed node ``name`` (by its device resource / the head flag);
+        a node this testbed stopped is skipped while the GCS still lists it as alive."""
         for n in nodes:
+            if n["id"] in self.info.get("stopped_ids", ()):
+                continue
             res = n["resources"]
             if name == "pi" and "device:qemu_rpi4" in res:
                 return n
@@ -332,6 +353,9 @@ class Testbed:
             except ChildProcessError:
                 pass
         self.info.get("pids", {}).pop(name, None)
+        node_id = self.info.get("node_ids", {}).pop(name, None)
+        if node_id:
+            self.info.setdefault("stopped_ids", []).append(node_id)
         if self.info:
             self._save()
 
