@@ -19,6 +19,7 @@ from tiny_space import tiny_space_dict
 from hat_ray.cli.main import main
 from hat_ray.data.synthetic import synthetic_split
 from hat_ray.errors import ConfigError
+from hat_ray.pipeline import stages as st
 from hat_ray.pipeline.baselines import baselines, uniform_arch
 from hat_ray.pipeline.config import Experiment, parse_limit
 from hat_ray.pipeline.run import NAMES, fingerprints
@@ -227,3 +228,57 @@ def test_baselines_are_uniform_and_in_the_space():
         space.check(arch)
         assert len(set(arch.decoder_ffn_embed_dim)) == 1 and set(arch.decoder_arbitrary_ende_attn) == {-1}
     assert uniform_arch(space, 1.0, 1.0) == found["largest"]
+
+
+def test_resource_settings_of_train_and_search_are_validated_at_once(tmp_path):
+    exp = _experiment(tmp_path, train={"workers": 0, "cpus_per_worker": 0, "gpu": "yes"},
+                      search={"cpus_per_scorer": 0, "gpu": 1}, supernet={"cpus_per_worker": 0})
+    with pytest.raises(ConfigError) as info:
+        Experiment.from_dict(exp, "x.yaml")
+    msg = str(info.value)
+    assert "train.gpu: expected true/false, got 'yes'" in msg and "search.gpu: expected true/false, got 1" in msg
+    exp = _experiment(tmp_path, train={"workers": 0, "cpus_per_worker": 0}, search={"cpus_per_scorer": 0},
+                      supernet={"cpus_per_worker": -1})
+    with pytest.raises(ConfigError) as info:
+        Experiment.from_dict(exp, "x.yaml")
+    msg = str(info.value)
+    for key in ("train.workers", "train.cpus_per_worker", "search.cpus_per_scorer", "supernet.cpus_per_worker"):
+        assert f"{key} must be >= 1" in msg, msg
+    ok = Experiment.from_dict(_experiment(tmp_path, train={"workers": 3, "cpus_per_worker": 2, "gpu": True},
+                                          search={"gpu": True, "cpus_per_scorer": 2}))
+    assert (ok.train.workers, ok.train.cpus_per_worker, ok.train.gpu) == (3, 2, True)
+    options = st.search_options(ok)
+    assert options.use_gpu and options.scorer_cpus == 2 and options.threads_per_scorer == 2
+
+
+def test_new_resource_settings_keep_old_fingerprints_until_set():
+    exp = Experiment.load("demo")
+    # experiments/demo.yaml's fingerprints from before train.workers/cpus_per_worker/gpu and
+    # search.gpu/cpus_per_scorer existed (update them when experiments/demo.yaml changes)
+    assert fingerprints(exp) == {
+        "supernet": "688cf7233dac5b27", "latency": "62637552fc5804c2", "predictor": "9d01d7f8f6f1586f",
+        "search": "2c610d2ba5b21c2a", "train": "ceeda1a83f3d6674", "evaluate": "ee3a9a1917608a30",
+        "report": "97803d81a4a1ece6"}
+    for section, added, first_changed in (("train", {"workers": 2}, "train"), ("train", {"gpu": True}, "train"),
+                                          ("search", {"gpu": True}, "search"),
+                                          ("search", {"cpus_per_scorer": 2}, "search")):
+        changed = fingerprints(Experiment.from_dict({**exp.to_dict(), section: {**exp.section(section), **added}}))
+        before = NAMES[:NAMES.index(first_changed)]
+        assert [changed[s] == fingerprints(exp)[s] for s in NAMES] == [s in before for s in NAMES], added
+
+
+def test_train_stage_trains_each_model_on_ray_train_workers_of_the_cluster(tmp_path, monkeypatch):
+    exp = Experiment.from_dict(_experiment(tmp_path, train={"workers": 2, "cpus_per_worker": 1, "gpu": False,
+                                                            "init": "scratch", "baselines": ["largest", "smallest"]}))
+    ctx = st.Context(exp, tmp_path / "run", SearchSpace.load(exp.space), say=lambda msg: None)
+    calls: list = []
+    monkeypatch.setattr(st.Context, "connect", lambda self: calls.append("connect"))
+
+    def fake_run(spec, workers=1, cpus_per_worker=1, use_gpu=False, address=None):
+        calls.append((Path(spec.out).name, workers, cpus_per_worker, use_gpu))
+        return {"update": 2}
+
+    monkeypatch.setattr("hat_ray.train.run.run", fake_run)
+    summary = st.stage_train(ctx, {})
+    assert calls == ["connect", ("baseline-largest", 2, 1, False), ("baseline-smallest", 2, 1, False)]
+    assert [m["summary"] for m in summary["models"]] == [{"update": 2}] * 2

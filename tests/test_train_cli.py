@@ -74,7 +74,7 @@ def test_subnet_inherits_supernet_weights(env, capsys):
 
 
 @pytest.mark.parametrize("case", ["resume-nothing", "bad-corpus", "missing-data-dir", "bad-arch", "no-budget",
-                                  "unknown-data", "gpu-without-cuda"])
+                                  "unknown-data", "gpu-without-cuda", "unreachable-address"])
 def test_bad_input_is_one_line_exit_2(env, capsys, tmp_path, case):
     args = supernet(env, tmp_path / "out", "--max-updates", "1")
     if case == "resume-nothing":
@@ -98,6 +98,8 @@ def test_bad_input_is_one_line_exit_2(env, capsys, tmp_path, case):
         if torch.cuda.is_available():
             pytest.skip("this machine has a GPU (tests/test_gpu.py trains on it)")
         args.append("--gpu")
+    elif case == "unreachable-address":  # refused in seconds, before the data is prepared
+        args += ["--workers", "2", "--address", "127.0.0.1:1"]
     else:
         args += ["--data", "no_such_dataset"]
     code, _, err = run(capsys, *args)
@@ -105,7 +107,8 @@ def test_bad_input_is_one_line_exit_2(env, capsys, tmp_path, case):
     assert not (tmp_path / "out" / "checkpoint_last.pt").exists()
     expected = {"resume-nothing": "no checkpoint to resume", "bad-corpus": "train.src has 2 lines but",
                 "missing-data-dir": "does not exist", "bad-arch": "does not fit", "no-budget": "--max-updates",
-                "unknown-data": "not a dataset name", "gpu-without-cuda": "torch sees no CUDA GPU"}[case]
+                "unknown-data": "not a dataset name", "gpu-without-cuda": "torch sees no CUDA GPU",
+                "unreachable-address": "cannot reach a Ray cluster at 127.0.0.1:1"}[case]
     assert expected in err
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from hat_ray.cli.common import check_output, load_arch
 from hat_ray.errors import ConfigError
@@ -48,6 +49,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="data-parallel Ray Train workers (default 1: no Ray)")
     p.add_argument("--cpus-per-worker", type=int, default=1)
     p.add_argument("--gpu", action="store_true", help="one GPU per worker (nccl)")
+    p.add_argument("--address", help="Ray cluster for --workers > 1 (default: RAY_ADDRESS, else a local instance); "
+                                     "the outputs land in --out on this machine either way")
     p.add_argument("--threads", type=int, help="torch threads for a 1-worker run (default: torch's)")
     p.add_argument("--src-lang")
     p.add_argument("--tgt-lang")
@@ -101,11 +104,15 @@ def _train(args: argparse.Namespace) -> int:
         raise ConfigError("command line", ["--workers and --cpus-per-worker must be >= 1"])
     if args.gpu and args.workers == 1:
         require_cuda()  # before any data is prepared; with --workers the cluster's GPUs are checked
+    if args.workers > 1 and (args.address or os.environ.get("RAY_ADDRESS")):
+        from hat_ray.cluster import check_address
+
+        check_address(args.address or os.environ["RAY_ADDRESS"])  # in seconds, before the data is prepared
     spec = make_spec(space, cfg, data, args.out, resume=args.resume, arch=arch,
                      init_from=getattr(args, "init_from", None))
     if args.threads and args.workers == 1:
         torch.set_num_threads(args.threads)
-    summary = run(spec, args.workers, args.cpus_per_worker, args.gpu)
+    summary = run(spec, args.workers, args.cpus_per_worker, args.gpu, address=args.address)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

@@ -88,6 +88,8 @@ class SearchSection:
     crossovers: int = 50
     mutation_prob: float = 0.3
     iterations: int = 30
+    gpu: bool = False  # each scorer asks Ray for one GPU and scores on it
+    cpus_per_scorer: int = 1  # CPUs each scorer asks Ray for (and its torch threads)
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,10 @@ class TrainSection:
     warmup_updates: int = 4000
     dropout: float | None = None  # None: the space's
     seed: int = 1
-    threads: int | None = None
+    threads: int | None = None  # torch threads for a 1-worker run
+    workers: int = 1  # >1: each model trains on this many Ray Train data-parallel workers
+    cpus_per_worker: int = 1
+    gpu: bool = False  # one GPU per worker (with workers 1: this machine's GPU)
 
 
 @dataclass(frozen=True)
@@ -167,7 +172,12 @@ class Experiment:
             s = getattr(self, section)
             if s.max_minutes is None and s.max_updates is None:
                 problems.append(f"{section}: give max_minutes or max_updates")
-        for key, value, low in (("supernet.workers", self.supernet.workers, 1), ("search.scorers", self.search.scorers, 1),
+        for key, value, low in (("supernet.workers", self.supernet.workers, 1),
+                                ("supernet.cpus_per_worker", self.supernet.cpus_per_worker, 1),
+                                ("train.workers", self.train.workers, 1),
+                                ("train.cpus_per_worker", self.train.cpus_per_worker, 1),
+                                ("search.scorers", self.search.scorers, 1),
+                                ("search.cpus_per_scorer", self.search.cpus_per_scorer, 1),
                                 ("latency.archs", self.latency.archs, 1), ("evaluate.beam", self.evaluate.beam, 1),
                                 ("data.vocab_size", self.data.vocab_size, 16)):
             if value < low:

@@ -233,24 +233,33 @@ def search_targets(ctx: Context) -> list[dict[str, Any]]:
     return targets
 
 
+def search_options(exp: Experiment) -> Any:
+    """The SearchOptions of the experiment's search section (engine, scorers and their resources)."""
+    from hat_ray.search.run import SearchOptions
+
+    s = exp.search
+    engine = {"population": s.population, "parents": s.parents, "mutation_prob": s.mutation_prob}
+    if s.algorithm == "hat":
+        engine.update(mutations=s.mutations, crossovers=s.crossovers, iterations=s.iterations)
+    elif s.algorithm == "random":
+        engine = {}
+    return SearchOptions(algorithm=s.algorithm, budget=s.budget, scorers=s.scorers, seed=s.seed,
+                         threads_per_scorer=s.cpus_per_scorer, scorer_cpus=float(s.cpus_per_scorer),
+                         use_gpu=s.gpu, engine_kwargs=engine)
+
+
 def stage_search(ctx: Context) -> dict[str, Any]:
     from hat_ray.latency.predictor import LatencyPredictor
     from hat_ray.search.constraints import Constraint, Constraints
     from hat_ray.search.inputs import load_supernet, validation_batches
-    from hat_ray.search.run import SearchOptions, run_search
+    from hat_ray.search.run import run_search
     from hat_ray.search.scorer import pack_batches, pack_weights
 
     s, d = ctx.exp.search, ctx.exp.data
     model, space, ckpt = load_supernet(ctx.supernet_ckpt)
     batches = validation_batches(ckpt, d.name, d.data_dir, space.super.max_positions, s.max_tokens,
                                  d.valid_sentences, source=str(ctx.supernet_ckpt))
-    engine = {"population": s.population, "parents": s.parents, "mutation_prob": s.mutation_prob}
-    if s.algorithm == "hat":
-        engine.update(mutations=s.mutations, crossovers=s.crossovers, iterations=s.iterations)
-    elif s.algorithm == "random":
-        engine = {}
-    options = SearchOptions(algorithm=s.algorithm, budget=s.budget, scorers=s.scorers, seed=s.seed,
-                            engine_kwargs=engine)
+    options = search_options(ctx.exp)
     weights, packed = pack_weights(model), pack_batches(batches)
     ctx.connect()
     summary: dict[str, Any] = {}
@@ -310,6 +319,8 @@ def stage_train(ctx: Context, searched: dict[str, Any]) -> dict[str, Any]:
                       lr=t.lr, warmup_updates=t.warmup_updates, dropout=t.dropout, seed=t.seed, validate_every=0,
                       save_every=0, keep_last=1)
     models = models_to_train(ctx, searched)
+    if t.workers > 1:
+        ctx.connect()  # the experiment's cluster (run() would otherwise start a local instance)
     for i, m in enumerate(models, 1):
         out = ctx.out / "train" / m["name"]
         if (out / DONE).is_file():
@@ -321,7 +332,8 @@ def stage_train(ctx: Context, searched: dict[str, Any]) -> dict[str, Any]:
         init = ctx.supernet_ckpt if t.init == "supernet" else None
         spec = make_spec(ctx.space, cfg, _data_options(ctx.exp), out, resume=(out / LAST).exists(), arch=arch,
                          init_from=init)
-        m["summary"] = _with_threads(t.threads, lambda spec=spec: run(spec))
+        m["summary"] = _with_threads(t.threads if t.workers == 1 else None,
+                                     lambda spec=spec: run(spec, t.workers, t.cpus_per_worker, t.gpu))
         _write_json(out / DONE, m["summary"])
     _write_json(ctx.out / "train" / "models.json", models)
     return {"models": models}

@@ -9,6 +9,7 @@ constructor used both in-process and on workers.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,10 @@ def build_model(space: SearchSpace, vocab: tuple[int, int], cfg: TrainConfig, ar
     return model
 
 
-def build_trainer(spec: RunSpec, comm: Comm | None = None, device: str | torch.device = "cpu") -> Trainer:
+def build_trainer(spec: RunSpec, comm: Comm | None = None, device: str | torch.device = "cpu",
+                  on_save: Callable[[], None] | None = None) -> Trainer:
+    """The Trainer of ``spec`` writing into ``spec.out`` (restored when ``spec.resume``);
+    ``on_save``: see :class:`~hat_ray.train.trainer.Trainer`."""
     space = SearchSpace.from_dict(spec.space, source="run space")
     cfg = TrainConfig.from_dict(spec.cfg)
     tok = tokenizer_from_state(spec.tokenizer)
@@ -120,7 +124,7 @@ def build_trainer(spec: RunSpec, comm: Comm | None = None, device: str | torch.d
     pieces = tok.pieces() if hasattr(tok, "pieces") else None
     extra = {"tokenizer": spec.tokenizer, "data": spec.data_info, "meta": dict(spec.meta),
              "vocab": {"src": pieces, "tgt": pieces} if pieces else None}
-    trainer = Trainer(model, space, cfg, spec.train, spec.valid, Path(spec.out), comm, extra, device)
+    trainer = Trainer(model, space, cfg, spec.train, spec.valid, Path(spec.out), comm, extra, device, on_save)
     if spec.resume is not None:
         trainer.restore(spec.resume)
         log.info("resumed at update %d (stream position %d)", trainer.update, trainer.position)
@@ -179,12 +183,15 @@ def require_cuda() -> None:
                           "drop --gpu, or install a CUDA build of torch on a machine with a GPU")
 
 
-def run(spec: RunSpec, workers: int = 1, cpus_per_worker: int = 1, use_gpu: bool = False) -> dict[str, Any]:
-    """Train in this process (``workers`` 1) or data-parallel on Ray Train workers."""
+def run(spec: RunSpec, workers: int = 1, cpus_per_worker: int = 1, use_gpu: bool = False,
+        address: str | None = None) -> dict[str, Any]:
+    """Train in this process (``workers`` 1) or data-parallel on Ray Train workers (on the Ray
+    cluster at ``address`` / ``RAY_ADDRESS``, else a local instance; see
+    :func:`~hat_ray.train.ray_train.train_distributed`)."""
     if workers > 1:
         from hat_ray.train.ray_train import train_distributed
 
-        return train_distributed(spec, workers, cpus_per_worker, use_gpu)
+        return train_distributed(spec, workers, cpus_per_worker, use_gpu, address=address)
     if use_gpu:
         require_cuda()
     return build_trainer(spec, device="cuda" if use_gpu else "cpu").train()

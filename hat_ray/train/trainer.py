@@ -74,8 +74,12 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, space: SearchSpace, cfg: TrainConfig, train: EncodedCorpus,
                  valid: EncodedCorpus | None, out: Path | None = None, comm: Comm | None = None,
-                 checkpoint_extra: dict[str, Any] | None = None, device: str | torch.device = "cpu") -> None:
+                 checkpoint_extra: dict[str, Any] | None = None, device: str | torch.device = "cpu",
+                 on_save: Callable[[], None] | None = None) -> None:
+        """``on_save``: called on every rank after each checkpoint save, when ``out`` holds a
+        consistent state (e.g. to copy it elsewhere; see hat_ray.train.artifacts)."""
         self.model, self.space, self.cfg = model.to(device), space, cfg
+        self.on_save = on_save
         self.comm = comm or LocalComm()
         self.device = torch.device(device)
         self.params = list(self.model.parameters())
@@ -230,6 +234,8 @@ class Trainer:
     def save(self) -> None:
         if self.ckpt is not None:
             self.ckpt.save(self.model, self.space, self.update, {**self.extra, **self.state()})
+        if self.on_save is not None:
+            self.on_save()
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Continue from a checkpoint written by :meth:`save` (weights, Adam, progress)."""
