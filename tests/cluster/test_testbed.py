@@ -139,3 +139,62 @@ def test_search_survives_losing_the_x86_worker_without_scoring_twice(testbed):
     result = json.loads(stdout)
     keys = [json.loads(line)["key"] for line in (out / "evaluations.jsonl").read_text().splitlines() if line.strip()]
     assert len(keys) == len(set(keys)) == result["evaluations"] >= seen  # nothing scored twice
+
+
+TINY_EXPERIMENT = """
+name: testbed
+space: demo
+out: {out}
+devices:
+  - profile: qemu_rpi4
+    limits_ms: [p60]
+data: {{name: synthetic, vocab_size: 300, valid_sentences: 40, test_sentences: 20}}
+supernet: {{max_updates: 6, max_tokens: 512, warmup_updates: 2, validate_every: 3, save_every: 3,
+           workers: 3, cpus_per_worker: 1}}
+latency: {{archs: 10, holdout: 0.0}}
+search: {{algorithm: hat, scorers: 2, population: 6, parents: 2, mutations: 2, crossovers: 2, iterations: 2,
+         max_tokens: 1024}}
+train: {{max_updates: 2, max_tokens: 512, warmup_updates: 1, baselines: [smallest], workers: 2}}
+evaluate: {{beam: 1}}
+"""
+
+
+def test_pipeline_submitted_as_a_job_runs_across_the_cluster(testbed):
+    """Supernet on 3 Ray Train workers over head + worker-x86 (2 CPUs each, so both nodes take
+    part), latency on the Pi, scorers spread over both x86 nodes, winners trained: every artifact
+    ends up in the head's output folder although worker-x86 cannot see it."""
+    out = testbed.runs / "pipeline"
+    exp = testbed.state / "testbed_experiment.yaml"
+    exp.write_text(TINY_EXPERIMENT.format(out=out))
+    env = testbed.driver_env()
+    job = "hat-ray-testbed-pipeline"
+    submit = subprocess.run(["ray", "job", "submit", "--address", testbed.dashboard_url, "--submission-id", job,
+                             "--working-dir", str(ROOT), "--no-wait", "--", "hat-ray", "pipeline", str(exp)],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert submit.returncode == 0, submit.stdout[-2000:] + submit.stderr[-2000:]
+    deadline, status = time.time() + 1500, "PENDING"
+    while time.time() < deadline and status in ("PENDING", "RUNNING"):
+        time.sleep(5)
+        status = subprocess.run(["ray", "job", "status", "--address", testbed.dashboard_url, job],
+                                capture_output=True, text=True, env=env, timeout=120).stdout
+        status = next((s for s in ("SUCCEEDED", "FAILED", "STOPPED", "RUNNING", "PENDING") if s in status.upper()), status)
+    logs = subprocess.run(["ray", "job", "logs", "--address", testbed.dashboard_url, job], capture_output=True,
+                          text=True, env=env, timeout=120).stdout
+    assert status == "SUCCEEDED", f"job {status}: {logs[-4000:]}"
+
+    state = json.loads((out / "pipeline.json").read_text())
+    assert all(s in state["stages"] for s in ("supernet", "latency", "predictor", "search", "train", "evaluate",
+                                              "report")), state
+    summary = json.loads((out / "supernet" / "summary.json").read_text())
+    assert summary["update"] == 6
+    assert (out / "supernet" / "checkpoint_last.pt").is_file()
+    from hat_ray.latency.dataset import LatencyDataset
+
+    rows = LatencyDataset.load(out / "latency" / "measured.parquet").frame
+    assert set(rows["platform"]) == {"aarch64"} and len(rows) >= 10
+    results = list((out / "search").glob("*/result.json"))
+    assert results and all(json.loads(r.read_text())["evaluations"] >= 1 for r in results)
+    trained = [d for d in (out / "train").iterdir() if d.is_dir()]
+    assert len(trained) >= 2 and all((d / "checkpoint_last.pt").is_file() for d in trained)
+    assert len(list((out / "evaluate").glob("*.json"))) == len(trained)
+    assert (out / "report.md").is_file()
