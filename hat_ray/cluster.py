@@ -146,7 +146,7 @@ def node_platforms(nodes: list[dict[str, Any]], timeout: float = 60.0) -> dict[s
             found[node["NodeID"]] = {"arch": labels["arch"], "python": labels["python"]}
             continue
         strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-        ref = ray.remote(_platform_here).options(num_cpus=0, scheduling_strategy=strategy, max_retries=0).remote()
+        ref = ray.remote(platform_labels).options(num_cpus=0, scheduling_strategy=strategy, max_retries=0).remote()
         pending[ref] = node["NodeID"]
     if pending:
         ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=timeout)
@@ -158,10 +158,6 @@ def node_platforms(nodes: list[dict[str, Any]], timeout: float = 60.0) -> dict[s
             if ref not in ready:
                 ray.cancel(ref, force=True)
     return found
-
-
-def _platform_here() -> dict[str, str]:
-    return {"arch": platform.machine(), "python": platform.python_version()}
 
 
 def runs_locally(profile: DeviceProfile) -> bool:

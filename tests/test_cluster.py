@@ -7,9 +7,6 @@ import json
 import os
 import platform
 import secrets
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from ray_nodes import free_ports, stop_ray_start
 from search_helpers import write_fake_predictor, write_supernet_checkpoint
 
 BIN = Path(sys.executable).parent  # the venv's `ray` and `hat-ray` sit next to its python
@@ -102,15 +100,6 @@ def test_deploy_head_binds_the_dashboard_to_loopback_and_cluster_yaml_is_valid(t
 
 
 # ---- a search submitted with `ray job submit` to a head started by `ray start --head --block` ----
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class _Head:
@@ -118,7 +107,7 @@ class _Head:
 
     def __init__(self, tmp: Path) -> None:
         self.temp_dir = tempfile.mkdtemp(prefix="hr", dir="/tmp")  # short: Ray's unix sockets live under it
-        gcs, self.dash, client, node_mgr, obj_mgr, agent = _free_ports(6)
+        gcs, self.dash, client, node_mgr, obj_mgr, agent = free_ports(6)
         self.token = secrets.token_hex(32)
         self.env = _env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, HAT_RAY_DASHBOARD="0")
         cmd = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
@@ -156,26 +145,7 @@ class _Head:
         """SIGTERM `ray start --block` (it drains the node and stops the Ray processes it
         started), SIGKILL its process group after a timeout, then any process of this head that
         left the group (found by its private temp dir); remove the temp dir."""
-        try:
-            self.proc.send_signal(signal.SIGTERM)  # not the group: GCS must outlive the drain
-            self.proc.wait(timeout=45)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=30)
-        import psutil
-
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            if any(self.temp_dir in arg for arg in p.info["cmdline"] or ()):
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
-        self.log.close()
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        stop_ray_start(self.proc, self.temp_dir, self.log, grace=45)
 
 
 def test_search_submitted_as_a_ray_job_to_a_started_head(tmp_path):

@@ -12,8 +12,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,23 +20,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from ray_nodes import free_ports, stop_ray_start
 
 from hat_ray.train.state import LAST, PREV, SUMMARY
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _private_mount_works(folder: Path) -> str | None:
@@ -59,7 +47,7 @@ class _Node:
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path,
                  private_tmpfs: Path | None = None) -> None:
         self.temp_dir = tempfile.mkdtemp(prefix="hr", dir="/tmp")  # short: Ray's unix sockets live under it
-        agent, node_mgr, obj_mgr = _free_ports(3)
+        agent, node_mgr, obj_mgr = free_ports(3)
         cmd = [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1", f"--node-manager-port={node_mgr}",
                f"--object-manager-port={obj_mgr}", f"--dashboard-agent-listen-port={agent}",
                f"--object-store-memory={400 * 2**20}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats", *args]
@@ -77,27 +65,7 @@ class _Node:
     def stop(self) -> None:
         """SIGTERM `ray start --block` (it stops the Ray processes it started), SIGKILL its
         process group after a timeout, then any process of this node left (found by its temp dir)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=30)
-        import psutil
-
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            if any(self.temp_dir in arg for arg in p.info["cmdline"] or ()):
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
-        self.log.close()
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        stop_ray_start(self.proc, self.temp_dir, self.log, grace=15)
 
 
 def _wait_for_cpus(address: str, cpus: int, env: dict[str, str], nodes: list[_Node], timeout: float) -> None:
@@ -136,7 +104,7 @@ def test_outputs_of_workers_on_a_private_disk_node_land_on_the_driver(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), HAT_RAY_DASHBOARD="0",
                PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    gcs, client = _free_ports(2)
+    gcs, client = free_ports(2)
     address = f"127.0.0.1:{gcs}"
     nodes: list[_Node] = []
     try:
