@@ -175,3 +175,20 @@ def test_search_submitted_as_a_ray_job_to_a_started_head(tmp_path):
         assert "best of" in logs  # the job's stdout: hat-ray search's summary line
     finally:
         head.stop()
+
+
+def test_node_platforms_asks_nodes_without_labels_by_a_task(ray_cluster_factory):
+    import platform as host
+
+    import ray
+
+    from hat_ray.cluster import node_platforms
+
+    cluster = ray_cluster_factory(head_cpus=1)
+    cluster.add_node(num_cpus=0, labels={"arch": "aarch64", "python": "3.11.2"})
+    cluster.wait_for_nodes()
+    found = node_platforms(ray.nodes(), timeout=60)
+    assert sorted(found.values(), key=lambda p: p["arch"]) == [
+        {"arch": "aarch64", "python": "3.11.2"},  # from its labels
+        {"arch": host.machine(), "python": host.python_version()},  # the head has none: asked by a task
+    ]
