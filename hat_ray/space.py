@@ -274,6 +274,12 @@ class SearchSpace:
         """Every choice at its minimum (arbitrary attention: last encoder layer only)."""
         return self._extreme(min)
 
+    def middle(self) -> Arch:
+        """Every choice at its middle value (the lower of the two middles for an even count; arbitrary
+        attention likewise in attended-layer order): a deterministic mid-size Arch, the latency
+        reference of the space (see latency/measure.py)."""
+        return self._extreme(_middle)
+
     def _extreme(self, pick: Any) -> Arch:
         gene: dict[str, Any] = {k: pick(self.choices[k]) for k in (*SCALAR_KEYS, "encoder_layers", "decoder_layers")}
         for key in LAYER_KEYS:
@@ -289,6 +295,11 @@ class SearchSpace:
         per_dec = math.prod(c[k] for k in DECODER_LAYER_KEYS)
         dec = sum(per_dec**n for n in self.choices["decoder_layers"])
         return total * enc * dec
+
+
+def _middle(options: tuple[int, ...], key: Any = None) -> int:
+    ordered = sorted(options, key=key)
+    return int(ordered[(len(ordered) - 1) // 2])
 
 
 def _pick(options: tuple[int, ...], rng: np.random.Generator) -> int:

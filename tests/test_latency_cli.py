@@ -17,7 +17,7 @@ from hat_ray.latency import DeviceProfile
 from hat_ray.latency.dataset import HAT_COLUMNS
 from hat_ray.space import SearchSpace
 
-METRIC_KEYS = {"rmse_ms", "mape", "within_5", "within_10", "kendall_tau", "n"}
+METRIC_KEYS = {"rmse_ms", "mape", "within_5", "within_10", "kendall_tau", "n", "unit"}
 
 
 def run(capsys, *argv):
@@ -52,7 +52,12 @@ def test_measure_arch_and_random(capsys, tmp_path, tiny_profile):
     records = json.loads(out)
     assert len(records) == 1 and records[0]["arch_key"] == arch.key() and records[0]["device"] == "tiny_cpu"
     code, out, err = run(capsys, "latency", "measure", "--device", tiny_profile, "--space", "demo", "-n", 2, "--seed", 3)
-    assert code == 0 and len(out.strip().splitlines()) == 2 and " ms " in out
+    lines = out.strip().splitlines()
+    assert code == 0 and len(lines) == 3 and " ms " in out and " x ref " in lines[0]
+    assert lines[2].startswith("reference Arch ")  # the profile's reference protocol states its reference
+    code, out, err = run(capsys, "latency", "measure", "--device", tiny_profile, "--space", "demo", "-n", 2,
+                         "--protocol", "sequential")
+    assert code == 0 and len(out.strip().splitlines()) == 2 and " x ref " not in out
 
 
 def test_fit_eval_and_few_shot_on_hat_csv(capsys, tmp_path, shared_data):

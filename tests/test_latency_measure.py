@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -12,12 +13,12 @@ from hat_ray.arch import FEATURE_NAMES
 from hat_ray.errors import ArchError, DeviceError
 from hat_ray.latency import DeviceProfile, measure
 from hat_ray.latency.dataset import COLUMNS
-from hat_ray.latency.measure import _time_part, summarize
+from hat_ray.latency.measure import ReferenceBench, _time_part, reference_arch, summarize
 from hat_ray.space import SearchSpace
 
 
 def tiny(**protocol) -> DeviceProfile:
-    base = dict(warmup=1, runs=3, max_runs=3, tgt_len=3, vocab=64, min_cpu_share=0.0)
+    base = dict(warmup=1, runs=3, max_runs=3, tgt_len=3, vocab=64, min_cpu_share=0.0, mode="sequential")
     return DeviceProfile.load("local_cpu").with_protocol(**{**base, **protocol})
 
 
@@ -33,6 +34,46 @@ def test_record_has_every_column_and_consistent_parts():
     assert rec["arch_key"] == arch.key() and rec["space"] == "demo" and rec["device"] == "local_cpu"
     assert rec["finished_at"] >= rec["started_at"] and rec["host"] and rec["node_id"] is None
     assert 0 < rec["decoder_min_ms"] <= rec["decoder_median_ms"]
+    assert rec["latency_ref"] is None and rec["reference_key"] is None  # sequential protocol: no reference
+
+
+def test_reference_mode_times_each_arch_next_to_the_reference_in_rounds():
+    space = SearchSpace.load("demo")
+    rng = np.random.default_rng(3)
+    archs = [space.smallest(), space.largest(), space.latency_space().sample(rng)]
+    bench = ReferenceBench(tiny(mode="reference", rounds=4), space)
+    recs = bench.measure(archs)
+    assert [r["arch_key"] for r in recs] == [a.key() for a in archs]
+    ref = reference_arch(space)
+    for rec in recs:
+        assert set(rec) == set(COLUMNS)
+        assert rec["reference_key"] == ref.key() and rec["encoder_runs"] == rec["decoder_runs"] == 4
+        rounds = json.loads(rec["reference_ms_rounds"])
+        assert len(rounds) == 4 and rec["reference_ms"] == pytest.approx(np.median(rounds), rel=1e-4)
+        assert rec["latency_ref"] > 0 and rec["latency_ref_iqr"] >= 0
+        assert json.loads(rec["protocol"])["mode"] == "reference"
+    small, large = recs[0]["latency_ref"], recs[1]["latency_ref"]
+    assert small < 1 < large  # the reference is mid-size: the smallest Arch is faster, the largest slower
+    # the reference itself measures at ratio ~1 against itself
+    assert bench.measure([ref])[0]["latency_ref"] == pytest.approx(1.0, rel=0.25)
+    # measure() with a reference-mode profile is a batch of one
+    assert measure(archs[0], tiny(mode="reference", rounds=3), space)["encoder_runs"] == 3
+
+
+def test_reference_rounds_retime_preempted_pairs_and_take_the_median_ratio():
+    space = SearchSpace.load("demo")
+    bench = ReferenceBench(tiny(mode="reference", rounds=3, min_cpu_share=0.9), space)
+    # per pair: reference encoder, reference decoder, arch encoder, arch decoder; one arch
+    pairs = [[(1.0, 1.0), (1.0, 1.0), (2.0, 1.0), (2.0, 1.0)],  # ratio 2
+             [(1.0, 1.0), (1.0, 1.0), (9.0, 0.3), (9.0, 1.0)],  # preempted: timed again
+             [(2.0, 1.0), (2.0, 1.0), (5.0, 1.0), (5.0, 1.0)],  # ratio 2.5 (the machine got slower)
+             [(1.0, 1.0), (1.0, 1.0), (3.0, 1.0), (3.0, 1.0)]]  # ratio 3
+    timer = fake_timer([t for pair in pairs for t in pair])
+    times = bench._rounds((None, None), [(None, None)], timer, np.random.default_rng(0))
+    assert times[0]["dropped"] == 1 and times[0]["enc"] == [2.0, 5.0, 3.0]
+    rec = bench._record(space.smallest(), times[0], {})
+    assert rec["latency_ref"] == pytest.approx(2.5) and rec["reference_ms"] == pytest.approx(2.0)
+    assert rec["latency_ms"] == pytest.approx(6.0)  # median of the absolute encoder + decoder times
 
 
 def test_decoder_cost_grows_with_steps_and_vocab():

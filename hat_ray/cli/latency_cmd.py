@@ -14,7 +14,7 @@ from hat_ray.errors import ConfigError, DataError
 from hat_ray.latency.dataset import LatencyDataset
 from hat_ray.latency.metrics import latency_metrics
 from hat_ray.latency.predictor import MODELS, LatencyPredictor
-from hat_ray.latency.profile import DeviceProfile
+from hat_ray.latency.profile import MODES, DeviceProfile
 from hat_ray.resources import bundled_names
 from hat_ray.space import SearchSpace
 
@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     which.add_argument("-n", type=int, help="measure N random Archs of the space's latency choices")
     m.add_argument("--seed", type=int, default=0, help="sampling seed for -n")
     m.add_argument("--vocab", type=int, help="output vocabulary rows (default: the profile's)")
+    m.add_argument("--protocol", choices=MODES, help="override the profile's protocol.mode")
     m.add_argument("--json", action="store_true", help="print a JSON list of records")
     m.set_defaults(func=_measure)
     c = lsub.add_parser("collect", help="measure N Archs on every node of each device (Ray), resumable")
@@ -41,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--out", required=True, help="dataset (.parquet): appended row by row, re-runs skip done rows")
     c.add_argument("--address", help="Ray cluster address (default: start Ray here with the local devices)")
     c.add_argument("--vocab", type=int)
+    c.add_argument("--protocol", choices=MODES,
+                   help="override the profiles' protocol.mode (reference: each Arch timed next to the space's "
+                        "reference Arch, in rounds; sequential: HAT's, one Arch after another)")
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
     c.set_defaults(func=_collect)
     f = lsub.add_parser("fit", help="fit a latency predictor (or adapt one with --base)")
@@ -61,34 +65,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--rows", help="rows A:B (0-based, B exclusive); must not overlap the training rows")
     e.add_argument("--device", help="device rows to use when the data holds several")
     e.add_argument("--json", action="store_true",
-                   help='print {"rmse_ms", "mape", "within_5", "within_10", "kendall_tau", "n"} (percent for mape/within)')
+                   help='print {"rmse_ms", "mape", "within_5", "within_10", "kendall_tau", "n", "unit"} (percent for '
+                        'mape/within; errors in the predictor\'s unit: ms, or "ref" = multiples of the reference Arch)')
     e.set_defaults(func=_eval)
 
 
 # ---- measure ----
 def _measure(args: argparse.Namespace) -> int:
-    from hat_ray.latency.measure import measure
+    from hat_ray.latency.measure import measure_many
 
-    profile, space = DeviceProfile.load(args.device), SearchSpace.load(args.space)
+    profile, space = _with_protocol(DeviceProfile.load(args.device), args.protocol), SearchSpace.load(args.space)
     if args.arch:
         archs = [load_arch(args.arch, space.latency_space())]
     else:
         _positive(args.n, "-n")
         rng = np.random.default_rng(args.seed)
         archs = [space.latency_space().sample(rng) for _ in range(args.n)]
-    records = []
     bar = _Progress("measure", len(archs))
-    for arch in archs:
-        records.append(measure(arch, profile, space, vocab=args.vocab))
-        bar.update(len(records))
+    records = measure_many(archs, profile, space, vocab=args.vocab, progress=bar.update)
     bar.close()
     if args.json:
         print_json(records)
         return 0
     for r in records:
         flag = "  (disturbed)" if r["disturbed"] else ""
-        print(f"{r['latency_ms']:10.2f} ms  enc {r['encoder_ms']:8.2f}  dec {r['decoder_ms']:9.2f}  "
+        ref = f"  {r['latency_ref']:6.3f} x ref (IQR {r['latency_ref_iqr']:.3f})" if r["latency_ref"] is not None else ""
+        print(f"{r['latency_ms']:10.2f} ms{ref}  enc {r['encoder_ms']:8.2f}  dec {r['decoder_ms']:9.2f}  "
               f"cv {r['encoder_cv']:.3f}/{r['decoder_cv']:.3f}  {r['arch_key']}{flag}")
+    if records and records[0]["reference_key"]:
+        print(f"reference Arch {records[0]['reference_key'][:12]}: median {np.median([r['reference_ms'] for r in records]):.2f} ms")
     return 0
 
 
@@ -99,13 +104,13 @@ def _collect(args: argparse.Namespace) -> int:
     from hat_ray.cluster import connect
     from hat_ray.latency.probe import collect, existing_keys
 
-    profiles = [DeviceProfile.load(d) for d in dict.fromkeys(args.device)]
+    profiles = [_with_protocol(DeviceProfile.load(d), args.protocol) for d in dict.fromkeys(args.device)]
     space = SearchSpace.load(args.space)
     _positive(args.n, "-n")
     if Path(args.out).suffix != ".parquet":
         raise ConfigError("command line", [f"--out must be a .parquet dataset, got {args.out!r}"])
     check_output(args.out, "--out")
-    existing_keys(Path(args.out), space.name)  # an unreadable or foreign --out fails before Ray starts
+    existing_keys(Path(args.out), space.name, profiles)  # an unreadable or foreign --out fails before Ray starts
     rng = np.random.default_rng(args.seed)
     archs = [space.latency_space().sample(rng) for _ in range(args.n)]
     started = connect(args.address, profiles)
@@ -151,7 +156,8 @@ def _fit(args: argparse.Namespace) -> int:
         predictor = LatencyPredictor.fit(data, model=args.model, space=space, seed=args.seed,
                                          normaliser_ms=_normaliser(data, args.model))
     predictor.save(args.out)
-    info = {"out": str(args.out), "model": predictor.model, "mode": predictor.mode, "space": predictor.space_name,
+    info = {"out": str(args.out), "model": predictor.model, "mode": predictor.mode, "unit": predictor.unit,
+            "reference": predictor.reference, "space": predictor.space_name,
             "device": predictor.device, "n_train": len(data), "noise": round(float(predictor.meta["noise"]), 4),
             "base": predictor.meta.get("base"), "seconds": round(time.time() - t0, 2)}
     if args.json:
@@ -160,13 +166,17 @@ def _fit(args: argparse.Namespace) -> int:
         how = f"adapted from {info['base']['device']}" if args.base else f"{predictor.model} ({predictor.mode} mode)"
         print(f"wrote {args.out}: {how}, {predictor.space_name} on {predictor.device}, {len(data)} rows, "
               f"residual noise {100 * info['noise']:.1f}%")
+        if predictor.reference:
+            ref = predictor.reference
+            print(f"  in units of reference Arch {ref['key'][:12]}; ms = units x {ref['ms']:.2f} ms (its median over "
+                  f"the rows' rounds, IQR {ref['ms_iqr']:.2f} ms)")
     return 0
 
 
 def _normaliser(data: LatencyDataset, model: str) -> float | None:
     """hat-mlp's target scale: the device profile's latency_normaliser_ms when it is bundled."""
     devices = data.devices()
-    if model != "hat-mlp" or len(devices) != 1 or devices[0] not in bundled_names("device_profiles"):
+    if model != "hat-mlp" or data.unit() == "ref" or len(devices) != 1 or devices[0] not in bundled_names("device_profiles"):
         return None
     return DeviceProfile.load(devices[0]).latency_normaliser_ms
 
@@ -175,12 +185,14 @@ def _normaliser(data: LatencyDataset, model: str) -> float | None:
 def _eval(args: argparse.Namespace) -> int:
     predictor = LatencyPredictor.load(args.predictor)
     data = _load_data(args.data, args.device, None).rows(args.rows)
-    metrics = latency_metrics(predictor.predict_dataset(data), data.latency())
+    metrics = latency_metrics(*predictor.paired(data))
+    metrics["unit"] = predictor.unit
     if args.json:
         print_json(metrics)
     else:
+        unit = "ms" if predictor.unit == "ms" else "x reference"
         print(f"{predictor.device} / {predictor.space_name}, {metrics['n']} held-out rows: MAPE {metrics['mape']:.2f}%, "
-              f"RMSE {metrics['rmse_ms']:.2f} ms, within 5% {metrics['within_5']:.1f}%, within 10% "
+              f"RMSE {metrics['rmse_ms']:.3g} {unit}, within 5% {metrics['within_5']:.1f}%, within 10% "
               f"{metrics['within_10']:.1f}%, Kendall tau {metrics['kendall_tau']:.3f}")
     return 0
 
@@ -192,6 +204,10 @@ def _load_data(path: str, device: str | None, space: str | None) -> LatencyDatas
         space_name = SearchSpace.load(space).name if space else None
         return LatencyDataset.from_hat_csv(p, device=device, space=space_name)
     return LatencyDataset.load(p).for_device(device)
+
+
+def _with_protocol(profile: DeviceProfile, mode: str | None) -> DeviceProfile:
+    return profile.with_protocol(mode=mode) if mode and mode != profile.protocol.mode else profile
 
 
 def _positive(value: int | None, flag: str) -> None:

@@ -37,6 +37,7 @@ _PART_STATS = ("median_ms", "trimmed_mean_ms", "std_ms", "iqr_ms", "cv", "min_ms
 COLUMNS = (
     "space", "device", "arch_key", "arch", "source", *FEATURE_NAMES,
     "latency_ms", "encoder_ms", "decoder_ms",
+    "latency_ref", "latency_ref_iqr", "reference_key", "reference_ms", "reference_ms_rounds",
     *(f"{p}_{s}" for p in ("encoder", "decoder") for s in _PART_STATS),
     "disturbed", "statistic", "protocol", "vocab", "threads", "dtype",
     "host", "pid", "node_id", "platform", "torch_version", "hat_ray_version", "python_version", "ray_version",
@@ -184,9 +185,32 @@ class LatencyDataset:
         """(n, 10) HAT features in FEATURE_NAMES order."""
         return self.frame[list(FEATURE_NAMES)].to_numpy(dtype=float)
 
-    def latency(self) -> np.ndarray:
-        """(n,) total latency in ms."""
+    def latency(self, unit: str = "ms") -> np.ndarray:
+        """(n,) total latency in ms (``unit="ms"``) or in reference units (``"ref"``: latency /
+        the reference Arch's, same round; rows of the reference protocol only)."""
+        if unit == "ref":
+            if self.unit() != "ref":
+                raise DataError(f"{self.source}: latency in reference units needs rows measured with the reference "
+                                "protocol (protocol.mode: reference) against one reference Arch")
+            return self.frame["latency_ref"].to_numpy(dtype=float)
         return self.frame["latency_ms"].to_numpy(dtype=float)
+
+    def unit(self) -> str:
+        """``"ref"`` when every row has a reference ratio against the same reference Arch, else ``"ms"``."""
+        f = self.frame
+        if len(f) and f["latency_ref"].notna().all() and f["reference_key"].nunique(dropna=False) == 1:
+            return "ref"
+        return "ms"
+
+    def reference(self) -> dict[str, Any] | None:
+        """The reference of ref-unit rows: its arch key and a calibration (the reference's median ms
+        over the rows' rounds, its IQR, the row count) that turns reference units into ms."""
+        if self.unit() != "ref":
+            return None
+        rounds = np.concatenate([json.loads(v) for v in self.frame["reference_ms_rounds"].dropna()] or [np.array([])])
+        ms = rounds if len(rounds) else self.frame["reference_ms"].to_numpy(dtype=float)
+        return {"key": str(self.frame["reference_key"].iloc[0]), "ms": float(np.median(ms)),
+                "ms_iqr": float(np.subtract(*np.percentile(ms, [75, 25]))), "rows": len(self.frame)}
 
     def keys(self) -> set[tuple[str, str]]:
         f = self.frame.dropna(subset=["arch_key"])
@@ -293,7 +317,8 @@ def _read_journal(path: Path) -> list[dict[str, Any]]:
 def _conform(frame: pd.DataFrame) -> pd.DataFrame:
     """Every COLUMN present (missing ones as None), in COLUMNS order, extra columns dropped."""
     out = frame.reindex(columns=list(COLUMNS))
-    return out.astype({c: "float64" for c in (*FEATURE_NAMES, "latency_ms", "encoder_ms", "decoder_ms")})
+    return out.astype({c: "float64" for c in (*FEATURE_NAMES, "latency_ms", "encoder_ms", "decoder_ms", "latency_ref",
+                                              "latency_ref_iqr", "reference_ms")})
 
 
 def _dedup(frame: pd.DataFrame) -> pd.DataFrame:

@@ -16,6 +16,18 @@ Better statistics than HAT's trimmed mean alone: per part the median, trimmed me
   ``max_attempts`` times in all; the attempt with the smallest CV is kept and ``disturbed`` is
   set when even that one is above ``max_cv``.
 
+Reference mode (``protocol.mode: reference``, :class:`ReferenceBench`): on a shared machine or
+a Pi that throttles, the speed drifts over seconds to minutes, so absolute times of Archs
+measured one after another are not comparable. Archs are measured in batches instead: in each
+of ``rounds`` rounds, in a fresh random order, every Arch's run (encoder + decoder) is timed
+right after one run of the space's reference Arch (:func:`reference_arch`, its model built once
+per bench). ``latency_ref`` = median over rounds of t_arch / t_reference: the drift, common to
+both, cancels. A pair with a preempted run (``min_cpu_share``) is timed again (at most one
+extra pair per pair on average). Every record also keeps the absolute ms (the profile's
+statistic over the rounds), the spread of the ratio (``latency_ref_iqr``), the reference's ms
+in each of the Arch's rounds (``reference_ms_rounds``, JSON) and their median (``reference_ms``);
+``disturbed`` means the ratio's CV exceeded ``max_cv``.
+
 GPU parts are timed with CUDA events after synchronisation. No Ray here: probes call this.
 """
 
@@ -27,6 +39,7 @@ import os
 import platform
 import socket
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -58,8 +71,11 @@ def measure(arch: Arch, profile: DeviceProfile, space: SearchSpace, *, vocab: in
     measured, 0..1, a contention indicator), versions,
     host and timestamps (epoch s). ``node_id``/``ray_version`` are left None (probes fill them).
     Raises ArchError when ``arch`` is outside ``space``'s latency space, DeviceError when the
-    profile's device is not available here.
+    profile's device is not available here. With a reference-mode profile this is a batch of one
+    (:class:`ReferenceBench`).
     """
+    if profile.protocol.mode == "reference":
+        return ReferenceBench(profile, space, vocab=vocab, seed=seed).measure([arch])[0]
     space.latency_space().check(arch)
     device = _torch_device(profile)
     proto = profile.protocol
@@ -78,6 +94,26 @@ def measure(arch: Arch, profile: DeviceProfile, space: SearchSpace, *, vocab: in
     record.update(machine_state(), others_cpu_share=contention.others_share())
     record.update(started_at=started, finished_at=time.time())
     return record
+
+
+def measure_many(archs: list[Arch], profile: DeviceProfile, space: SearchSpace, *, vocab: int | None = None,
+                 seed: int = 0, progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """Records of ``archs`` on this machine, in order: one by one (sequential protocol) or in
+    batches of ``batch_archs`` against one reference model (reference protocol);
+    ``progress(done)`` after each Arch or batch."""
+    if profile.protocol.mode != "reference":
+        records = []
+        for arch in archs:
+            records.append(measure(arch, profile, space, vocab=vocab, seed=seed))
+            if progress:
+                progress(len(records))
+        return records
+    bench, size, records = ReferenceBench(profile, space, vocab=vocab, seed=seed), profile.protocol.batch_archs, []
+    for start in range(0, len(archs), size):
+        records += bench.measure(archs[start:start + size])
+        if progress:
+            progress(len(records))
+    return records
 
 
 def _torch_device(profile: DeviceProfile) -> torch.device:
@@ -205,6 +241,103 @@ def summarize(times_ms: list[float], band: tuple[float, float] = (0.1, 0.9)) -> 
     }
 
 
+def reference_arch(space: SearchSpace) -> Arch:
+    """The reference Arch of ``space`` for reference-mode latency: the middle of its latency space."""
+    return space.latency_space().middle()
+
+
+class ReferenceBench:
+    """Reference-mode measurement (see the module docstring) on this machine.
+
+    The reference Arch's model is built on first use and kept, so a probe that measures many
+    batches builds it once. ``measure(archs)`` returns one record per Arch, in order."""
+
+    def __init__(self, profile: DeviceProfile, space: SearchSpace, *, vocab: int | None = None,
+                 seed: int = 0) -> None:
+        self.profile, self.space, self.seed = profile, space, seed
+        self.vocab = vocab or profile.protocol.vocab
+        self.device = _torch_device(profile)
+        self.reference = reference_arch(space)
+        self._reference_work: tuple[Callable[[], Any], Callable[[], Any]] | None = None
+
+    def _work(self, arch: Arch) -> tuple[Callable[[], Any], Callable[[], Any]]:
+        proto = self.profile.protocol
+        src_len = proto.src_len or self.space.super.seq_len
+        model = _build(self.space, arch, self.vocab, self.seed, self.device, _DTYPES[self.profile.dtype])
+        return _workloads(model, proto, self.vocab, src_len, proto.tgt_len or src_len, self.seed, self.device)
+
+    def measure(self, archs: list[Arch]) -> list[dict[str, Any]]:
+        latency_space = self.space.latency_space()
+        for arch in archs:
+            latency_space.check(arch)
+        proto, profile = self.profile.protocol, self.profile
+        started = time.time()
+        contention = _Contention()
+        with _threads(profile.threads), torch.inference_mode():
+            if self._reference_work is None:
+                self._reference_work = self._work(self.reference)
+            ref = self._reference_work
+            works = [self._work(arch) for arch in archs]
+            for encode, decode in (ref, *works):
+                for _ in range(proto.warmup):
+                    encode()
+                    decode()
+            timer = _cuda_timer if self.device.type == "cuda" else _cpu_timer(profile.threads)
+            # the order of each round is random but reproducible for the same batch
+            rng = np.random.default_rng([self.seed, zlib.crc32(" ".join(a.key() for a in archs).encode())])
+            times = self._rounds(ref, works, timer, rng)
+        finished = time.time()
+        state = {**machine_state(), "others_cpu_share": contention.others_share(), "started_at": started,
+                 "finished_at": finished}
+        return [self._record(arch, t, state) for arch, t in zip(archs, times, strict=True)]
+
+    def _rounds(self, ref: tuple[Callable[[], Any], Callable[[], Any]],
+                works: list[tuple[Callable[[], Any], Callable[[], Any]]], timer: Timer,
+                rng: np.random.Generator) -> list[dict[str, Any]]:
+        """Per Arch: encoder/decoder ms of each round, the reference's of the same rounds, and the
+        pairs dropped as preempted."""
+        proto = self.profile.protocol
+        times: list[dict[str, Any]] = [{"enc": [], "dec": [], "ref_enc": [], "ref_dec": [], "dropped": 0}
+                                       for _ in works]
+        spare = proto.rounds * len(works)  # re-timed pairs allowed in this batch
+        for _ in range(proto.rounds):
+            for i in rng.permutation(len(works)):
+                while True:
+                    (r_enc, s1), (r_dec, s2) = timer(ref[0]), timer(ref[1])
+                    (a_enc, s3), (a_dec, s4) = timer(works[i][0]), timer(works[i][1])
+                    preempted = proto.min_cpu_share and min(s1, s2, s3, s4) < proto.min_cpu_share
+                    if not (preempted and spare > 0):
+                        break
+                    spare -= 1
+                    times[i]["dropped"] += 1
+                t = times[i]
+                t["enc"].append(a_enc)
+                t["dec"].append(a_dec)
+                t["ref_enc"].append(r_enc)
+                t["ref_dec"].append(r_dec)
+        return times
+
+    def _record(self, arch: Arch, t: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+        proto = self.profile.protocol
+        stats = {}
+        for part, key in (("encoder", "enc"), ("decoder", "dec")):
+            stats[part] = summarize(t[key], proto.band)
+            stats[part].update(attempts=1, dropped=t["dropped"])
+        record = _record(arch, self.profile, self.space, stats, self.vocab)
+        ref_ms = np.add(t["ref_enc"], t["ref_dec"])
+        ratios = np.add(t["enc"], t["dec"]) / ref_ms
+        record.update(
+            latency_ref=float(np.median(ratios)),
+            latency_ref_iqr=float(np.subtract(*np.percentile(ratios, [75, 25]))),
+            reference_key=self.reference.key(),
+            reference_ms=float(np.median(ref_ms)),
+            reference_ms_rounds=json.dumps([round(float(v), 4) for v in ref_ms]),
+            disturbed=bool(ratios.std() / ratios.mean() > proto.max_cv),
+        )
+        record.update(state)
+        return record
+
+
 def _record(arch: Arch, profile: DeviceProfile, space: SearchSpace, stats: dict[str, dict[str, float]],
             vocab: int) -> dict[str, Any]:
     stat = f"{profile.protocol.statistic}_ms"
@@ -215,6 +348,7 @@ def _record(arch: Arch, profile: DeviceProfile, space: SearchSpace, stats: dict[
     rec.update(zip(FEATURE_NAMES, arch.features(), strict=True))
     rec["encoder_ms"], rec["decoder_ms"] = stats["encoder"][stat], stats["decoder"][stat]
     rec["latency_ms"] = rec["encoder_ms"] + rec["decoder_ms"]
+    rec.update(dict.fromkeys(("latency_ref", "latency_ref_iqr", "reference_key", "reference_ms", "reference_ms_rounds")))
     for part in PARTS:
         for key, value in stats[part].items():
             rec[f"{part}_{key}"] = value

@@ -17,6 +17,15 @@ new device, ``w_new = w_base * s * (1 + u)``, with a global scale ``s`` (median 
 per-column corrections ``u`` fit by Huber on relative errors with a ridge penalty toward 0 whose
 strength is chosen by 5-fold cross-validation on the k new rows.
 
+Units: a predictor fits the data's own unit. Rows of the reference protocol (every row has
+``latency_ref`` against one reference Arch) are fit in REFERENCE units (latency / the reference
+Arch's, measured in the same round: the machine's drift cancels); other rows in ms. A ref-unit
+predictor records the reference (its arch key) and a calibration: the reference's median ms over
+the training rows' rounds. :meth:`predict` and :meth:`predict_with_uncertainty` always return ms
+(reference units x calibration, so searches and reports keep working in ms);
+:meth:`predict_native` and :meth:`paired` work in the predictor's own unit, which is where its
+accuracy is measured.
+
 The file records the search space (its full definition) and the device: predicting an Arch
 outside the space, or evaluating on another space's or device's rows, is a clear error.
 """
@@ -45,7 +54,7 @@ _LAMBDAS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
 class LatencyPredictor:
-    """A fitted latency predictor for one (search space, device). Predictions are in ms."""
+    """A fitted latency predictor for one (search space, device). :meth:`predict` gives ms."""
 
     def __init__(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.meta = meta
@@ -70,14 +79,32 @@ class LatencyPredictor:
     def mode(self) -> str:
         return str(self.meta["mode"])
 
+    @property
+    def unit(self) -> str:
+        """``"ms"``, or ``"ref"``: multiples of the reference Arch's latency (see the module docstring)."""
+        return str(self.meta.get("unit", "ms"))
+
+    @property
+    def reference(self) -> dict[str, Any] | None:
+        """Reference key and calibration (``ms``: the reference's median ms, ``ms_iqr``, ``rows``) of a
+        ref-unit predictor; None for an ms predictor."""
+        return self.meta.get("reference") if self.unit == "ref" else None
+
+    @property
+    def ms_per_unit(self) -> float:
+        """ms per unit of the predictor's target: 1, or the reference's calibrated ms."""
+        ref = self.reference
+        return float(ref["ms"]) if ref else 1.0
+
     # ---- fitting ----
     @classmethod
     def fit(cls, data: LatencyDataset, *, model: str = "default", space: SearchSpace | None = None,
             device: str | None = None, mode: str = "auto", seed: int = 0, members: int = 16,
-            normaliser_ms: float | None = None, mlp_steps: int = hat_mlp.STEPS) -> LatencyPredictor:
+            normaliser_ms: float | None = None, mlp_steps: int = hat_mlp.STEPS, unit: str = "auto") -> LatencyPredictor:
         """Fit on every row of ``data`` (one device). ``space``/``device`` default to the data's
-        own (unique) values; ``normaliser_ms`` is hat-mlp's target scale (default: mean latency)
-        and ``mlp_steps`` its training steps (HAT: 5000)."""
+        own (unique) values; ``normaliser_ms`` is hat-mlp's target scale in the fit's unit
+        (default: mean latency) and ``mlp_steps`` its training steps (HAT: 5000); ``unit`` "auto"
+        fits the data's own unit (reference units where every row has them), "ms" forces ms."""
         if model not in MODELS:
             raise ConfigError("latency predictor", [f"model must be one of {list(MODELS)}, got {model!r}"])
         if len(data) < 2:
@@ -87,12 +114,13 @@ class LatencyPredictor:
         space = space or _data_space(data)
         device = device or _unique(data, "device")
         mode = _choose_mode(data, model, mode)
+        unit = _choose_unit(data, unit)
+        y = data.latency(unit)
         meta: dict[str, Any] = {
             "format": FORMAT, "version": VERSION, "model": model, "mode": mode, "space": space.to_dict(),
             "device": device, "n_train": len(data), "seed": seed, "training": [_provenance(data)],
-            "floor_ms": float(0.01 * data.latency().min()),
+            "floor_ms": float(0.01 * y.min()), "unit": unit, "reference": data.reference() if unit == "ref" else None,
         }
-        y = data.latency()
         if model == "hat-mlp":
             meta["normaliser_ms"] = float(normaliser_ms or y.mean())
             arrays = hat_mlp.fit(data.features(), y, meta["normaliser_ms"], seed=seed, steps=mlp_steps)
@@ -109,7 +137,8 @@ class LatencyPredictor:
         if self.model != "default":
             raise ConfigError("latency predictor", [f"few-shot adaptation needs a 'default' base predictor, not {self.model!r}"])
         _check_space_column(data, self.space_name)
-        x, y = design(data, self.mode), data.latency()
+        unit = data.unit()  # the global scale below also converts between units
+        x, y = design(data, self.mode), data.latency(unit)
         contrib = x * self.arrays["coef"][None, :]
         base = contrib.sum(axis=1)
         if np.any(base <= 0):
@@ -121,6 +150,7 @@ class LatencyPredictor:
         factors = scale * (1.0 + u)
         meta = dict(self.meta, device=device or _unique(data, "device"), n_train=len(data),
                     training=[*self.meta["training"], _provenance(data)], floor_ms=float(0.01 * y.min()),
+                    unit=unit, reference=data.reference() if unit == "ref" else None,
                     noise=1.2533 * cv_error,  # cross-validated relative error on the new device
                     base={"device": self.device, "n_train": self.meta["n_train"], "k": len(y), "lambda": lam})
         arrays = {"coef": self.arrays["coef"] * factors, "members": self.arrays["members"] * factors[None, :]}
@@ -133,17 +163,39 @@ class LatencyPredictor:
 
     def predict_with_uncertainty(self, archs: Sequence[Arch]) -> tuple[np.ndarray, np.ndarray]:
         """(mean_ms, std_ms): std combines the ensemble spread and the training noise level."""
+        mean, std = self.predict_native_with_uncertainty(archs)
+        return mean * self.ms_per_unit, std * self.ms_per_unit
+
+    def predict_native(self, archs: Sequence[Arch]) -> np.ndarray:
+        """Predicted latency in the predictor's own :attr:`unit`."""
+        return self.predict_native_with_uncertainty(archs)[0]
+
+    def predict_native_with_uncertainty(self, archs: Sequence[Arch]) -> tuple[np.ndarray, np.ndarray]:
         self.check_archs(archs)
         if self.model == "hat-mlp" or self.mode == "features":
             return self._predict_features(np.array([a.features() for a in archs], dtype=float).reshape(-1, 10))
         return self._predict_matrix(feat.from_archs(archs, "arch"))
 
+    def paired(self, data: LatencyDataset, check_device: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted, measured) for every row of ``data``, both in the predictor's unit: what its
+        accuracy is measured on. DataError when a ref-unit predictor meets rows of another
+        protocol or reference."""
+        if self.unit == "ref":
+            ref = data.reference()
+            if ref is None or ref["key"] != self.reference["key"]:
+                raise DataError(f"{data.source}: this predictor is in units of reference Arch "
+                                f"{self.reference['key'][:12]}; the rows are "
+                                + ("not all from the reference protocol" if ref is None else
+                                   f"relative to another reference ({ref['key'][:12]})")
+                                + ": evaluate it on rows collected with the same profile")
+        return self.predict_dataset(data, check_device=check_device), data.latency(self.unit)
+
     def predict_dataset(self, data: LatencyDataset, check_device: bool = True) -> np.ndarray:
-        """Predicted ms for every row of ``data`` (after :meth:`check_data`)."""
+        """Predictions in the predictor's :attr:`unit` for every row of ``data`` (after :meth:`check_data`)."""
         self.check_data(data, check_device=check_device)
         archs = data.archs()
         if archs is not None:
-            return self.predict(archs)
+            return self.predict_native(archs)
         if self.mode == "arch":
             raise DataError(f"{data.source}: this predictor was fit on full architectures and needs them; "
                             "the data has only HAT's 10 features (fit a predictor on this kind of data instead)")
@@ -214,6 +266,14 @@ def _choose_mode(data: LatencyDataset, model: str, mode: str) -> str:
     if mode == "auto":
         return "arch" if data.archs() is not None else "features"
     return mode
+
+
+def _choose_unit(data: LatencyDataset, unit: str) -> str:
+    if unit not in ("auto", "ms", "ref"):
+        raise ConfigError("latency predictor", [f"unit must be auto, ms or ref, got {unit!r}"])
+    if unit == "ref":
+        data.latency("ref")  # DataError when the rows have no reference units
+    return data.unit() if unit == "auto" else unit
 
 
 def _choose_lambda(a: np.ndarray, t: np.ndarray, seed: int) -> tuple[float, float]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -50,6 +51,7 @@ class LatencyProbe:
         self.profile = DeviceProfile.from_dict(profile, source="probe profile")
         self.space = SearchSpace.from_dict(space, source="probe space")
         self.vocab = vocab
+        self._bench: Any = None
 
     def where(self) -> dict[str, Any]:
         import os
@@ -57,12 +59,21 @@ class LatencyProbe:
 
         return {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid()}
 
-    def measure(self, arch: dict[str, Any]) -> dict[str, Any]:
-        from hat_ray.latency.measure import measure
+    def measure(self, archs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Records of ``archs``: one by one (sequential protocol) or as one batch timed against
+        the reference Arch, whose model this probe keeps between batches (reference protocol)."""
+        from hat_ray.latency.measure import ReferenceBench, measure
 
-        record = measure(Arch.from_dict(arch), self.profile, self.space, vocab=self.vocab)
-        record.update(node_id=ray.get_runtime_context().get_node_id(), ray_version=ray.__version__)
-        return record
+        parsed = [Arch.from_dict(a) for a in archs]
+        if self.profile.protocol.mode == "reference":
+            if self._bench is None:
+                self._bench = ReferenceBench(self.profile, self.space, vocab=self.vocab)
+            records = self._bench.measure(parsed)
+        else:
+            records = [measure(a, self.profile, self.space, vocab=self.vocab) for a in parsed]
+        for record in records:
+            record.update(node_id=ray.get_runtime_context().get_node_id(), ray_version=ray.__version__)
+        return records
 
 
 _RemoteProbe = ray.remote(max_restarts=0, max_task_retries=0)(LatencyProbe)
@@ -117,7 +128,7 @@ def collect(archs: Sequence[Arch], profiles: Sequence[DeviceProfile], space: Sea
     latency_space = space.latency_space()
     for arch in archs:
         latency_space.check(arch)
-    done = existing_keys(out, space.name)
+    done = existing_keys(out, space.name, profiles)
     unique = list({a.key(): a for a in archs}.values())
     todo = {p.name: [a for a in unique if (a.key(), p.name) not in done] for p in profiles}
     summary = CollectSummary(skipped={p.name: len(unique) - len(todo[p.name]) for p in profiles})
@@ -170,9 +181,11 @@ def measure_on_devices(archs: Sequence[Arch], profiles: Sequence[DeviceProfile],
     return {name: [got[name][a.key()] for a in unique if a.key() in got[name]] for name in names}
 
 
-def existing_keys(out: Path, space_name: str) -> set[tuple[str, str]]:
+def existing_keys(out: Path, space_name: str, profiles: Sequence[DeviceProfile] = ()) -> set[tuple[str, str]]:
     """(arch key, device) pairs ``out`` already holds; DataError / ConfigError when it is
-    unreadable or holds another space's rows (the CLI calls this before it starts Ray)."""
+    unreadable, holds another space's rows, or rows of one of ``profiles``' devices measured
+    with another protocol mode (a dataset mixing ms-only and reference-unit rows could not be
+    fit in reference units). The CLI calls this before it starts Ray."""
     if not out.is_file() and not journal_path(out).is_file():
         return set()
     existing = LatencyDataset.load(out)
@@ -180,6 +193,14 @@ def existing_keys(out: Path, space_name: str) -> set[tuple[str, str]]:
     if other:
         raise ConfigError(str(out), [f"holds rows of search space {', '.join(other)}, not {space_name}: "
                                      "use another --out"])
+    frame = existing.frame
+    for profile in profiles:
+        rows = frame[frame["device"] == profile.name]
+        modes = set(np.where(rows["latency_ref"].notna(), "reference", "sequential"))
+        if modes - {profile.protocol.mode}:
+            raise ConfigError(str(out), [f"holds {profile.name} rows measured with the {'/'.join(sorted(modes))} "
+                                         f"protocol, and this collection uses {profile.protocol.mode}: use another "
+                                         f"--out, or --protocol {sorted(modes)[0]} to extend it"])
     return existing.keys()
 
 
@@ -206,7 +227,7 @@ class _Collection:
         self.startup_timeout_s, self.task_timeout_s, self.max_failures = startup_timeout_s, task_timeout_s, max_failures
         self.probes: dict[str, list[_Probe]] = {name: [] for name in self.profiles}
         self.tried_nodes: dict[str, set[str]] = {name: set() for name in self.profiles}
-        self.inflight: dict[Any, tuple[_Probe, Arch, float]] = {}
+        self.inflight: dict[Any, tuple[_Probe, list[Arch], float]] = {}
         self.failures: dict[tuple[str, str], int] = {}
         self.written: set[tuple[str, str]] = set()
         for name in self.profiles:
@@ -225,17 +246,18 @@ class _Collection:
             if not ready:
                 self._check_timeouts()
                 continue
-            probe, arch, _ = self.inflight.pop(ready[0])
+            probe, batch, _ = self.inflight.pop(ready[0])
             probe.busy = False
             try:
-                record = ray.get(ready[0])
+                records = ray.get(ready[0])
             except _LOST as exc:
-                self._lost(probe, arch, exc)
+                self._lost(probe, batch, exc)
                 continue
             except ray.exceptions.RayTaskError as exc:
-                self._failed(probe, arch, exc)
+                self._failed(probe, batch, exc)
             else:
-                self._write(sink, probe, arch, record)
+                for arch, record in zip(batch, records, strict=True):
+                    self._write(sink, probe, arch, record)
             self._dispatch(probe)
         lost = [name for name, queue in self.queues.items() if queue]
         if lost:
@@ -278,12 +300,26 @@ class _Collection:
         return started
 
     def _dispatch(self, probe: _Probe) -> None:
+        """Give an idle probe its next batch: in reference mode up to ``batch_archs`` Archs (at most
+        the probe's share of the queue), else one; an Arch whose measurement failed before goes
+        alone (a bad Arch cannot sink a batch twice)."""
         queue = self.queues[probe.device]
         if probe.busy or not queue or probe not in self.probes[probe.device]:
             return
-        arch = queue.popleft()
+        protocol = self.profiles[probe.device].protocol
+        # no bigger than a fair share of what is left, so that every node of the device gets work
+        size = min(protocol.batch_archs, -(-len(queue) // len(self.probes[probe.device]))) \
+            if protocol.mode == "reference" else 1
+        batch = [queue.popleft()]
+        while queue and len(batch) < size and not self._failed_before(probe.device, batch[0]) \
+                and not self._failed_before(probe.device, queue[0]):
+            batch.append(queue.popleft())
         probe.busy = True
-        self.inflight[probe.handle.measure.remote(arch.to_dict())] = (probe, arch, time.time())
+        ref = probe.handle.measure.remote([arch.to_dict() for arch in batch])
+        self.inflight[ref] = (probe, batch, time.time())
+
+    def _failed_before(self, device: str, arch: Arch) -> bool:
+        return (device, arch.key()) in self.failures
 
     def _dispatch_idle(self, device: str | None = None) -> None:
         for name, probes in self.probes.items():
@@ -302,40 +338,42 @@ class _Collection:
         if self.progress is not None:
             self.progress(probe.device, self.summary.measured[probe.device], self.totals[probe.device])
 
-    def _lost(self, probe: _Probe, arch: Arch, exc: Exception) -> None:
+    def _lost(self, probe: _Probe, batch: list[Arch], exc: Exception) -> None:
         name = probe.device
         log.warning("lost the %s probe on node %s (%s): re-queueing %s", name, probe.node.node_id[:8],
-                    type(exc).__name__, arch.key())
+                    type(exc).__name__, ", ".join(a.key() for a in batch))
         self.probes[name].remove(probe)
         self.summary.lost_nodes.setdefault(name, []).append(probe.node.node_id)
         ray.kill(probe.handle, no_restart=True)
-        self.queues[name].appendleft(arch)
+        self.queues[name].extendleft(reversed(batch))
         if not self.probes[name]:  # nodes that joined since the start can take over
             self._start({name: device_nodes(self.profiles[name])})
         self._dispatch_idle(name)
 
-    def _failed(self, probe: _Probe, arch: Arch, exc: ray.exceptions.RayTaskError) -> None:
+    def _failed(self, probe: _Probe, batch: list[Arch], exc: ray.exceptions.RayTaskError) -> None:
         cause = getattr(exc, "cause", None)
         if isinstance(cause, DeviceError):  # the node cannot run this profile at all: stop now
             raise DeviceError(f"{probe.device} probe on node {probe.node.node_id[:8]}: {cause}") from None
         if isinstance(cause, HatRayError):
             raise cause
-        key = (probe.device, arch.key())
-        self.failures[key] = self.failures.get(key, 0) + 1
-        log.warning("measuring %s on %s failed (%d/%d): %s", arch.key(), probe.device, self.failures[key],
-                    self.max_failures, _first_line(exc))
-        if self.failures[key] < self.max_failures:
-            self.queues[probe.device].append(arch)
-        else:
-            self.summary.failed.setdefault(probe.device, []).append(arch.key())
+        for arch in batch:  # each is retried alone (see _dispatch) until it fails max_failures times
+            key = (probe.device, arch.key())
+            self.failures[key] = self.failures.get(key, 0) + 1
+            log.warning("measuring %s on %s failed (%d/%d): %s", arch.key(), probe.device, self.failures[key],
+                        self.max_failures, _first_line(exc))
+            if self.failures[key] < self.max_failures:
+                self.queues[probe.device].append(arch)
+            else:
+                self.summary.failed.setdefault(probe.device, []).append(arch.key())
 
     def _check_timeouts(self) -> None:
         if self.task_timeout_s is None:
             return
         now = time.time()
-        for probe, arch, started in list(self.inflight.values()):
-            if now - started > self.task_timeout_s and probe.busy:
-                log.warning("%s on %s ran over %.0f s: killing its probe", arch.key(), probe.device, self.task_timeout_s)
+        for probe, batch, started in list(self.inflight.values()):
+            if now - started > self.task_timeout_s * len(batch) and probe.busy:
+                log.warning("%s on %s ran over %.0f s per arch: killing its probe", ", ".join(a.key() for a in batch),
+                            probe.device, self.task_timeout_s)
                 ray.kill(probe.handle, no_restart=True)  # its task then fails as lost and is re-queued
 
     def stop(self) -> None:

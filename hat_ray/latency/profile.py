@@ -26,6 +26,10 @@ File format (``device_profiles/*.yaml``)::
       max_cv: 0.1                # spread above this = machine disturbed: re-measure
       max_attempts: 3            # bounded re-measurement
       min_cpu_share: 0.0         # CPU drop-out detector (CPU only, 0 = off); see measure.py
+      mode: sequential           # sequential: each Arch to the end (HAT) | reference: in rounds,
+                                 #   each Arch timed right after the space's reference Arch
+      rounds: 7                  # reference mode: rounds (one reference + Arch pair per Arch each)
+      batch_archs: 8             # reference mode: Archs measured together (their models held in memory)
     latency_normaliser_ms: 5000  # HAT's predictor target scale for this device
 
 Validation reports every problem at once (ConfigError), like search spaces.
@@ -46,6 +50,7 @@ PROFILE_HINT = "compare with a bundled profile in device_profiles/, e.g. local_c
 _DEVICES = ("cpu", "cuda")
 _DTYPES = ("float32", "float16", "bfloat16")
 _STATISTICS = ("trimmed_mean", "median")
+MODES = ("sequential", "reference")
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,9 @@ class Protocol:
     max_cv: float = 0.1
     max_attempts: int = 3
     min_cpu_share: float = 0.0
+    mode: str = "sequential"
+    rounds: int = 7
+    batch_archs: int = 8
 
 
 @dataclass(frozen=True)
@@ -178,7 +186,7 @@ def _parse_protocol(raw: Any, problems: list[str]) -> Protocol | None:
     defaults = asdict(Protocol())
     problems += [f"protocol: unknown key {k!r} (allowed: {sorted(defaults)})" for k in raw if k not in defaults]
     v = {**defaults, **{k: raw[k] for k in raw if k in defaults}}
-    for key in ("batch", "beam", "vocab", "runs", "max_runs", "max_attempts"):
+    for key in ("batch", "beam", "vocab", "runs", "max_runs", "max_attempts", "rounds", "batch_archs"):
         if not _is_int(v[key]) or v[key] < 1:
             problems.append(f"protocol.{key} must be a positive integer, got {v[key]!r}")
     if not _is_int(v["warmup"]) or v["warmup"] < 0:
@@ -196,6 +204,8 @@ def _parse_protocol(raw: Any, problems: list[str]) -> Protocol | None:
         problems.append(f"protocol.band must be [low, high] with 0 <= low < high <= 1, got {band!r}")
     if v["statistic"] not in _STATISTICS:
         problems.append(f"protocol.statistic must be one of {list(_STATISTICS)}, got {v['statistic']!r}")
+    if v["mode"] not in MODES:
+        problems.append(f"protocol.mode must be one of {list(MODES)}, got {v['mode']!r}")
     if not _is_pos_number(v["max_cv"]):
         problems.append(f"protocol.max_cv must be a positive number, got {v['max_cv']!r}")
     if not _is_number(v["min_cpu_share"]) or not 0 <= v["min_cpu_share"] <= 1:
