@@ -16,6 +16,11 @@ so an interrupted run resumes at its first unfinished stage. Writes
     nice python benchmarks/hat_multi30k.py                            # ~75 min on 2 cores
     python benchmarks/hat_multi30k.py --supernet-minutes 3 --train-minutes 0.5 --latency-archs 20 \\
         --out runs/bench_hat_small --test-sentences 200               # a quick check of the wiring
+    python benchmarks/hat_multi30k.py --latency-only benchmarks/results/hat_multi30k.json
+        # the latency half only, on the models of an earlier run (minutes)
+
+``latency_check`` (issue 16): the winners' measured latencies come out in the order of their
+predictions, each within 10% of its prediction, in reference units and in ms.
 """
 
 from __future__ import annotations
@@ -76,6 +81,73 @@ def compare(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def latency_check(models: list[dict[str, Any]], tolerance: float = 0.10) -> dict[str, Any]:
+    """Issue 16's target for the winners: their measured latencies come out in the order of their
+    predictions, each within ``tolerance`` of its prediction. In reference units where the models
+    have them (the reference protocol's measurement), and in ms beside."""
+    winners = [m for m in models if m["role"] == "searched"]
+    out: dict[str, Any] = {}
+    for unit, pred_key, meas_key in (("ref", "predicted_ref", "measured_ref"), ("ms", "predicted_ms", "measured_ms")):
+        pairs = [(w["name"], w.get(pred_key, {}).get(DEVICE), w.get(meas_key, {}).get(DEVICE)) for w in winners]
+        pairs = [p for p in pairs if p[1] is not None and p[2] is not None]
+        if not pairs:
+            continue
+        by_prediction = [name for name, _, _ in sorted(pairs, key=lambda p: p[1])]
+        by_measurement = [name for name, _, _ in sorted(pairs, key=lambda p: p[2])]
+        errors = {name: round(100 * (meas / pred - 1), 1) for name, pred, meas in pairs}
+        out[unit] = {"order_by_prediction": by_prediction, "order_by_measurement": by_measurement,
+                     "same_order": by_prediction == by_measurement, "error_pct": errors,
+                     "all_within": all(abs(e) <= 100 * tolerance for e in errors.values()),
+                     "holds": by_prediction == by_measurement and all(abs(e) <= 100 * tolerance for e in errors.values())}
+    return out
+
+
+def latency_only(result_json: Path, out: Path, n_archs: int) -> dict[str, Any]:
+    """The latency half of the benchmark on the models of an earlier run (``result_json``): a fresh
+    local collection of ``n_archs`` random Archs with the profile's protocol, the pipeline's
+    predictor on it, then every model measured through the latency probes and compared, as the
+    pipeline's latency, predictor and evaluate stages do. Training does not change latency, so
+    this checks the latency claim without the hour of training."""
+    import numpy as np
+    import ray
+
+    from hat_ray.arch import Arch
+    from hat_ray.cluster import connect
+    from hat_ray.latency import DeviceProfile, LatencyDataset, LatencyPredictor
+    from hat_ray.latency.probe import collect, measure_on_devices
+    from hat_ray.space import SearchSpace
+
+    earlier = json.loads(result_json.read_text())
+    space, profile = SearchSpace.load("demo"), DeviceProfile.load(DEVICE)
+    out.mkdir(parents=True, exist_ok=True)
+    data_path = out / "latency.parquet"
+    rng = np.random.default_rng(0)
+    archs = [space.latency_space().sample(rng) for _ in range(n_archs)]
+    models = [dict(m) for m in earlier["models"]]
+    started = connect(None, [profile])
+    try:
+        collect(archs, [profile], space, data_path, vocab=8000)
+        predictor = LatencyPredictor.fit(LatencyDataset.load(data_path).for_device(DEVICE), space=space)
+        records = measure_on_devices([Arch.from_dict(m["arch"]) for m in models], [profile], space, vocab=8000)
+    finally:
+        if started:
+            ray.shutdown()
+    by_key = {r["arch_key"]: r for r in records[DEVICE]}
+    for m in models:
+        arch = Arch.from_dict(m["arch"])
+        record = by_key[arch.key()]
+        m["predicted_ms"] = {DEVICE: float(predictor.predict([arch])[0])}
+        m["measured_ms"] = {DEVICE: float(record["latency_ms"])}
+        if predictor.unit == "ref":
+            m["predicted_ref"] = {DEVICE: float(predictor.predict_native([arch])[0])}
+            m["measured_ref"] = {DEVICE: float(record["latency_ref"])}
+    keep = ("name", "role", "predicted_ms", "measured_ms", "predicted_ref", "measured_ref")
+    return {"from": str(result_json), "latency_archs": n_archs, "protocol": profile.protocol.mode,
+            "predictor": {"unit": predictor.unit, "reference": predictor.reference},
+            "models": [{k: m[k] for k in keep if k in m} for m in models],
+            "latency_check": latency_check(models)}
+
+
 def markdown(models: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
     lines = ["| model | role | params (M) | measured ms | predicted ms | valid loss | SacreBLEU |",
              "|---|---|---|---|---|---|---|"]
@@ -106,7 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-sentences", type=int, default=None, help="test2016 pairs for BLEU (default: all 1,000)")
     p.add_argument("--beam", type=int, default=4)
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "hat_multi30k.json")
+    p.add_argument("--latency-only", type=Path, metavar="RESULT_JSON",
+                   help="only re-check the latency of the models of an earlier run's JSON (minutes, no training); "
+                        "writes benchmarks/results/hat_multi30k_latency.json")
     args = p.parse_args(argv)
+    if args.latency_only:
+        check = latency_only(args.latency_only, args.out / "latency_only", args.latency_archs)
+        path = args.json.with_name("hat_multi30k_latency.json")
+        path.write_text(json.dumps(check, indent=2, default=str))
+        print(json.dumps(check["latency_check"], indent=2))
+        return 0
     if not (args.data_dir / "train.en").is_file() and not (args.data_dir / "train.en.gz").is_file():
         print(f"error: no Multi30k under {args.data_dir}: pass --data-dir", file=sys.stderr)
         return 2
@@ -120,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
               "wall_minutes_this_call": round((time.time() - t0) / 60, 1),
               "stage_seconds": {k: round(v["seconds"]) for k, v in stages.items()},
               "supernet": done["supernet"], "searches": done["search"], "comparison": rows,
-              "models": models, "claim_holds": f"{sum(r['claim_holds'] for r in rows)}/{len(rows)}"}
+              "models": models, "claim_holds": f"{sum(r['claim_holds'] for r in rows)}/{len(rows)}",
+              "latency_check": latency_check(models)}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2, default=str))
     print(markdown(models, rows))

@@ -155,3 +155,70 @@ def test_metrics():
     assert m["kendall_tau"] == 1.0 and m["rmse_ms"] == pytest.approx(np.sqrt((0 + 100 + 900 + 400) / 4))
     assert kendall_tau(np.array([1, 2, 3]), np.array([3, 2, 1])) == -1.0
     assert kendall_tau(np.array([1, 1, 2]), np.array([1, 2, 3])) == pytest.approx(2 / np.sqrt(2 * 3))
+
+
+def drifting(archs, y, seed):
+    """Rows of the reference protocol on a machine whose speed drifts by up to ~+-40% over the
+    collection: ms move with the drift, the ratio to the reference (same round) does not."""
+    import json
+
+    space = SearchSpace.load("demo")
+    ref_arch = space.latency_space().middle()
+    ref_cost = synthetic_cost(ref_arch)
+    rng = np.random.default_rng(seed)
+    speed = np.exp(0.3 * np.sin(np.arange(len(y)) / 15) + rng.normal(0, 0.03, len(y)))  # phases of ~100 rows
+    data = as_dataset(archs, y * speed)
+    f = data.frame
+    f["latency_ref"] = y / ref_cost * (1 + 0.005 * rng.standard_normal(len(y)))
+    f["reference_key"] = ref_arch.key()
+    f["reference_ms"] = ref_cost * speed
+    f["reference_ms_rounds"] = [json.dumps([r * 0.99, r, r * 1.01]) for r in ref_cost * speed]
+    return LatencyDataset(f), ref_cost
+
+
+def synthetic_cost(arch):
+    return float(synthetic_from([arch])[0])
+
+
+def synthetic_from(archs):
+    """The noise-free cost of :func:`synthetic` for given Archs."""
+    a_cost = []
+    for a in archs:
+        enc = sum(0.2 + (f / 1024) ** 1.5 * a.encoder_embed_dim / 256 + 0.05 * h
+                  for f, h in zip(a.encoder_ffn_embed_dim, a.encoder_self_attention_heads))
+        dec = sum(3 + 4 * (f / 1024) ** 1.5 * a.decoder_embed_dim / 256 + 0.3 * h + 0.2 * c * x
+                  for f, h, c, x in zip(a.decoder_ffn_embed_dim, a.decoder_self_attention_heads,
+                                        a.decoder_ende_attention_heads, a.decoder_arbitrary_ende_attn))
+        a_cost.append(5 + 10 * a.decoder_embed_dim / 256 + enc + dec)
+    return np.array(a_cost)
+
+
+def test_reference_units_survive_drift_and_predict_ms_through_the_calibration(tmp_path):
+    archs, _ = synthetic(400, seed=4, noise=0.0)
+    y = synthetic_from(archs)
+    data, ref_cost = drifting(archs, y, seed=5)
+    assert data.unit() == "ref" and data.reference()["key"] == SearchSpace.load("demo").latency_space().middle().key()
+    train, test = data.rows("0:300"), data.rows("300:400")
+    ref = LatencyPredictor.fit(train)
+    ms = LatencyPredictor.fit(train, unit="ms")
+    assert ref.unit == "ref" and ms.unit == "ms" and ms.reference is None
+    m_ref, m_ms = latency_metrics(*ref.paired(test)), latency_metrics(*ms.paired(test))
+    assert m_ref["mape"] < 2.0 < m_ms["mape"], (m_ref, m_ms)  # the drift is in the ms, not in the ratios
+    # ms = reference units x the calibration (the reference's median ms over the training rounds)
+    calib = ref.reference["ms"]
+    assert calib == pytest.approx(np.median(train.frame["reference_ms"]), rel=0.02)
+    assert np.allclose(ref.predict(archs[300:305]), ref.predict_native(archs[300:305]) * calib)
+    assert ref.to_ms(1.5) == pytest.approx(1.5 * calib)
+    record = test.frame.iloc[0].to_dict()
+    assert ref.comparable_ms(record) == pytest.approx(record["latency_ref"] * calib)
+    assert ms.comparable_ms(record) == pytest.approx(record["latency_ms"])
+    path = tmp_path / "ref.npz"
+    ref.save(path)
+    again = LatencyPredictor.load(path)
+    assert again.unit == "ref" and again.reference == ref.reference
+    # rows without reference units cannot be scored by a reference-unit predictor
+    plain = as_dataset(archs[300:], y[300:])
+    with pytest.raises(DataError, match="reference"):
+        ref.paired(plain)
+    with pytest.raises(DataError, match="reference protocol"):
+        LatencyPredictor.fit(plain, unit="ref")

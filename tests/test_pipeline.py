@@ -42,7 +42,7 @@ def _experiment(tmp: Path, **changes) -> dict:
     space.write_text(yaml.safe_dump(tiny_space_dict()))
     exp = {
         "name": "tiny", "space": str(space), "out": str(tmp / "run"),
-        "devices": [{"profile": "local_cpu", "limits_ms": ["p40", "p80"]}],
+        "devices": [{"profile": "local_cpu", "limits_ms": ["p40", "1.1ref"]}],
         "data": {"name": str(_corpus(tmp / "data")), "src_lang": "en", "tgt_lang": "de", "vocab_size": 200, "valid_sentences": 20, "test_sentences": 12},
         "supernet": {"max_updates": 12, "max_tokens": 512, "lr": 0.002, "warmup_updates": 4, "validate_every": 0,
                      "save_every": 4, "threads": 1},
@@ -122,18 +122,25 @@ def test_report_and_outputs(killed_and_rerun):
         assert (run / name).is_file() and (run / name).stat().st_size > 0, name
     assert (run / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     searched = summary["search"]
-    assert set(searched) == {"local_cpu-p40", "local_cpu-p80"}
+    assert set(searched) == {"local_cpu-p40", "local_cpu-1.1ref"}
     for s in searched.values():
         assert s["predicted_ms"]["local_cpu"] <= s["limit_ms"] + 1e-9
+    # local_cpu measures with the reference protocol: its predictor works in reference units, and a
+    # limit of 1.1ref is 1.1 x the reference's calibrated ms
+    pred = summary["predictor"]["local_cpu"]
+    assert pred["unit"] == "ref" and pred["reference"]["ms"] > 0
+    assert searched["local_cpu-1.1ref"]["limit_ms"] == pytest.approx(1.1 * pred["reference"]["ms"])
     models = summary["evaluate"]["models"]
     roles = {m["role"] for m in models}
     assert roles == {"searched", "baseline"}
     for m in models:
         assert m["measured_ms"]["local_cpu"] > 0 and m["predicted_ms"]["local_cpu"] > 0
+        assert m["measured_ref"]["local_cpu"] > 0 and m["predicted_ref"]["local_cpu"] > 0
         assert 0 <= m["sacrebleu"] <= 100 and "nrefs:1" in m["signature"]
         assert (run / "train" / m["name"] / "checkpoint_last.pt").is_file()
     report = (run / "report.md").read_text()
     assert "## Trained models" in report and "baseline-largest" in report and "local_cpu-p40" in report
+    assert "units of the reference Arch" in report and "local_cpu_measured_ref" in report
     assert len(summary["report"]["table"]) == len(models)
 
 
@@ -191,6 +198,11 @@ def test_experiment_validation_reports_every_problem(tmp_path):
     assert "genetic" in str(info.value) and "'fast'" in str(info.value) and "-3" in str(info.value)
     assert parse_limit("p30") == ("percentile", 30.0) and parse_limit(80) == ("ms", 80.0)
     assert parse_limit("p100") is None and parse_limit(True) is None
+    assert parse_limit("1.2ref") == ("ref", 1.2) and parse_limit("0ref") is None and parse_limit("ref") is None
+    exp = _experiment(tmp_path)
+    exp["devices"][0].update(limits_ms=["1.5ref"], latency_data="hat.csv")
+    with pytest.raises(ConfigError, match="reference units, but the device's latency_data is imported"):
+        Experiment.from_dict(exp, "x.yaml")
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -91,6 +91,8 @@ def test_killed_driver_resumes_without_lost_or_duplicated_evaluations(inputs, fu
 @pytest.mark.parametrize("args, needle", [
     (["--device", "fake:-5"], "limit must be a positive"),
     (["--device", "fake:abc"], "is not a latency in ms"),
+    (["--device", "fake:1.2ref"], "the predictor for fake is in ms"),
+    (["--device", "fake:0ref"], "limit must be a positive"),
     (["--device", "other:30"], "no latency predictor for device(s) other"),
     (["--predictor", "nocolon"], "expected DEVICE:PATH"),
     (["--scorers", "0"], "--scorers must be at least 1"),

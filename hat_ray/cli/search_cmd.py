@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from typing import Any
 
 from hat_ray.errors import HatRayError
 
@@ -14,8 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--supernet", required=True, help="SuperTransformer checkpoint (hat-ray train supernet)")
     p.add_argument("--data", required=True, help="dataset name or folder (its valid split is scored)")
     p.add_argument("--data-dir", help="folder already holding the named dataset's files")
-    p.add_argument("--device", action="append", default=[], metavar="PROFILE:LIMIT_MS",
-                   help="latency limit on a device (repeatable); PROFILE alone: no limit (pareto objective)")
+    p.add_argument("--device", action="append", default=[], metavar="PROFILE:LIMIT",
+                   help="latency limit on a device (repeatable): ms (local_cpu:120) or multiples of the reference "
+                        "Arch (local_cpu:1.2ref, for a predictor fit in reference units); PROFILE alone: no limit "
+                        "(pareto objective)")
     p.add_argument("--predictor", action="append", default=[], metavar="DEVICE:PRED",
                    help="latency predictor file per device (hat-ray latency fit)")
     p.add_argument("--margin", type=float, default=0.0,
@@ -45,26 +48,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-_DEVICE_FORM = "PROFILE:LIMIT_MS (e.g. local_cpu:120)"
+_DEVICE_FORM = "PROFILE:LIMIT_MS or PROFILE:Xref (e.g. local_cpu:120, local_cpu:1.2ref)"
 
 
-def parse_devices(specs: list[str]) -> list[tuple[str, float]]:
-    """``PROFILE:LIMIT_MS`` -> (profile, limit); ``PROFILE`` -> (profile, inf)."""
+def parse_devices(specs: list[str]) -> list[tuple[str, float, str]]:
+    """``PROFILE:LIMIT_MS`` -> (profile, limit, "ms"); ``PROFILE:1.2ref`` -> (profile, 1.2, "ref"):
+    1.2 times the reference Arch's latency, for a predictor fit in reference units;
+    ``PROFILE`` -> (profile, inf, "ms")."""
     out = []
     for spec in specs:
         name, sep, limit = spec.partition(":")
         if not name:
             raise HatRayError(f"--device {spec!r}: expected {_DEVICE_FORM}")
+        unit = "ref" if limit.strip().lower().endswith("ref") else "ms"
+        number = limit.strip()[:-3] if unit == "ref" else limit
         try:
-            value = float(limit) if sep else math.inf
+            value = float(number) if sep else math.inf
         except ValueError:
-            raise HatRayError(f"--device {spec!r}: {limit!r} is not a latency in ms; write {_DEVICE_FORM}") from None
-        if not value > 0:
-            raise HatRayError(f"--device {spec!r}: the limit must be a positive number of ms; write {_DEVICE_FORM}")
-        out.append((name, value))
-    names = [n for n, _ in out]
+            raise HatRayError(f"--device {spec!r}: {limit!r} is not a latency in ms or reference units; "
+                              f"write {_DEVICE_FORM}") from None
+        if not value > 0 or (sep and not math.isfinite(value)):
+            raise HatRayError(f"--device {spec!r}: the limit must be a positive number; write {_DEVICE_FORM}")
+        out.append((name, value, unit))
+    names = [n for n, _, _ in out]
     if len(set(names)) != len(names):
         raise HatRayError("--device lists a device twice: give one limit per device")
+    return out
+
+
+def limits_in_ms(devices: list[tuple[str, float, str]], predictors: dict[str, Any]) -> list[tuple[str, float]]:
+    """(device, limit in ms): a limit in reference units times the device predictor's calibration."""
+    out = []
+    for name, value, unit in devices:
+        if unit == "ref":
+            predictor = predictors[name]
+            if getattr(predictor, "unit", "ms") != "ref":
+                raise HatRayError(f"--device {name}:{value:g}ref: the predictor for {name} is in ms (fit on data of "
+                                  "the sequential protocol); give the limit in ms, or fit the predictor on data "
+                                  "collected with --protocol reference")
+            value = predictor.to_ms(value)
+        out.append((name, value))
     return out
 
 
@@ -104,18 +127,20 @@ def _run(args: argparse.Namespace) -> int:
 
     check_out(args.out, args.resume)  # before minutes of loading
     # --measure-top: the devices' profiles, checked before anything is loaded
-    profiles = list(measurement_profiles(Constraints([Constraint(d, limit, None) for d, limit in devices]),
+    profiles = list(measurement_profiles(Constraints([Constraint(d, math.inf, None) for d, _, _ in devices]),
                                          args.measure_top).values())
 
     model, space, ckpt = load_supernet(args.supernet)
-    predictors = load_predictors(args.predictor, [d for d, _ in devices], space)
-    constraints = Constraints([Constraint(d, limit, predictors[d], args.margin) for d, limit in devices])
+    predictors = load_predictors(args.predictor, [d for d, _, _ in devices], space)
+    limits = limits_in_ms(devices, predictors)
+    constraints = Constraints([Constraint(d, limit, predictors[d], args.margin) for d, limit in limits])
     batches = validation_batches(ckpt, args.data, args.data_dir, space.super.max_positions, args.max_tokens,
                                  args.valid_sentences, source=args.supernet)
     options = SearchOptions(algorithm=args.algorithm, budget=args.budget, scorers=args.scorers, seed=args.seed,
                             threads_per_scorer=args.threads, use_gpu=args.gpu, engine_kwargs=_engine_kwargs(args),
                             measure_top=args.measure_top)
-    info = {"supernet": str(args.supernet), "devices": [[d, lim if math.isfinite(lim) else None] for d, lim in devices],
+    info = {"supernet": str(args.supernet), "devices": [[d, lim if math.isfinite(lim) else None] for d, lim in limits],
+            "limits": [[d, f"{v:g}ref" if unit == "ref" else (v if math.isfinite(v) else None)] for d, v, unit in devices],
             "data": args.data, "valid_batches": len(batches)}
     import ray
 

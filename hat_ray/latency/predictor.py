@@ -96,6 +96,20 @@ class LatencyPredictor:
         ref = self.reference
         return float(ref["ms"]) if ref else 1.0
 
+    def to_ms(self, value: float) -> float:
+        """A latency in the predictor's unit, in ms (reference units x the calibration)."""
+        return float(value) * self.ms_per_unit
+
+    def comparable_ms(self, record: dict[str, Any]) -> float:
+        """A measurement record's latency as this predictor's predictions see it: for a ref-unit
+        predictor and a record against the same reference, ``latency_ref`` x the calibration (the
+        drift of the machine between the calibration and this measurement cancels); otherwise the
+        record's absolute ``latency_ms``."""
+        ref = self.reference
+        if ref and record.get("latency_ref") is not None and record.get("reference_key") == ref["key"]:
+            return self.to_ms(record["latency_ref"])
+        return float(record["latency_ms"])
+
     # ---- fitting ----
     @classmethod
     def fit(cls, data: LatencyDataset, *, model: str = "default", space: SearchSpace | None = None,

@@ -2,9 +2,10 @@
 budgets of every stage, the cluster and the output folder. Validated like search spaces: every
 problem (unknown key, wrong type, bad value) is reported at once, with the key's path.
 
-Latency limits are milliseconds (``80``) or percentiles of the latencies measured on that device
-in the latency stage (``"p30"``): a percentile limit makes an experiment portable across
-machines of different speed (the demo uses them).
+Latency limits are milliseconds (``80``), percentiles of the latencies measured on that device
+in the latency stage (``"p30"``), or multiples of the reference Arch's latency (``"1.2ref"``,
+for devices measured with the reference protocol): percentile and reference limits make an
+experiment portable across machines of different speed (the demo uses percentiles).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from hat_ray.errors import ConfigError
 from hat_ray.resources import load_named_yaml
 
 _PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
+_REFERENCE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)ref$")
 
 
 @dataclass(frozen=True)
@@ -165,9 +167,13 @@ class Experiment:
             if not dev.limits_ms:
                 problems.append(f"devices[{i}].limits_ms: give at least one limit (ms, or 'p30' for a percentile)")
             for limit in dev.limits_ms:
-                if parse_limit(limit) is None:
-                    problems.append(f"devices[{i}].limits_ms: {limit!r} is neither a positive number of ms nor "
-                                    "a percentile like 'p30'")
+                parsed = parse_limit(limit)
+                if parsed is None:
+                    problems.append(f"devices[{i}].limits_ms: {limit!r} is neither a positive number of ms, "
+                                    "a percentile like 'p30' nor a multiple of the reference Arch like '1.2ref'")
+                elif parsed[0] == "ref" and dev.latency_data:
+                    problems.append(f"devices[{i}].limits_ms: {limit!r} is in reference units, but the device's "
+                                    "latency_data is imported (ms only): give ms or a percentile")
         for section in ("supernet", "train"):
             s = getattr(self, section)
             if s.max_minutes is None and s.max_updates is None:
@@ -206,7 +212,8 @@ class Experiment:
 
 
 def parse_limit(limit: Any) -> tuple[str, float] | None:
-    """``80`` -> ("ms", 80.0); ``"p30"`` -> ("percentile", 30.0); None when invalid."""
+    """``80`` -> ("ms", 80.0); ``"p30"`` -> ("percentile", 30.0); ``"1.2ref"`` -> ("ref", 1.2); None
+    when invalid."""
     if isinstance(limit, bool):
         return None
     if isinstance(limit, int | float):
@@ -215,6 +222,9 @@ def parse_limit(limit: Any) -> tuple[str, float] | None:
         m = _PERCENTILE.match(limit.strip())
         if m and 0 < float(m.group(1)) < 100:
             return "percentile", float(m.group(1))
+        m = _REFERENCE.match(limit.strip())
+        if m and float(m.group(1)) > 0:
+            return "ref", float(m.group(1))
     return None
 
 

@@ -47,6 +47,10 @@ def model_table(models: list[dict[str, Any]], devices: list[str]) -> list[dict[s
             row[f"{d}_predicted_ms"] = round(m["predicted_ms"][d], 1)
             measured = m["measured_ms"].get(d)
             row[f"{d}_measured_ms"] = round(measured, 1) if measured is not None else None
+            if d in m.get("predicted_ref", {}):  # a device measured in reference units: both
+                row[f"{d}_predicted_ref"] = round(m["predicted_ref"][d], 3)
+                ref = m.get("measured_ref", {}).get(d)
+                row[f"{d}_measured_ref"] = round(ref, 3) if ref is not None else None
         rows.append(row)
     return rows
 
@@ -64,17 +68,27 @@ def render_markdown(ctx: Context, done: dict[str, Any], plots: list[str]) -> str
               f"({sup.get('tokens_per_s', 0):.0f} tok/s); validation loss (bits/token): {losses or 'n/a'}.", ""]
     lines += ["## Latency predictors", "", "| device | rows | held-out MAPE | within 10% | Kendall tau |",
               "|---|---|---|---|---|"]
+    calibrations = []
     for dev, info in done["predictor"].items():
         m = info.get("heldout")
         cells = (f"{m['mape']:.1f}% (n={m['n']})", f"{m['within_10']:.0f}%", f"{m['kendall_tau']:.2f}") if m else ("-",) * 3
         lines.append(f"| {dev} | {info['rows']} | " + " | ".join(cells) + " |")
+        ref = info.get("reference")
+        if info.get("unit") == "ref" and ref:
+            calibrations.append(f"`{dev}` was measured with the reference protocol: its predictor works in units of "
+                                f"the reference Arch (`{ref['key'][:24]}...`), where its error above is measured; "
+                                f"its ms are units x {ref['ms']:.2f} ms, the reference's median over the latency "
+                                f"stage's rounds (IQR {ref['ms_iqr']:.2f} ms, {ref['rows']} rows).")
+    if calibrations:
+        lines += [""] + calibrations
     lines += ["", "## Searches", "", "| search | limit | evaluations | best valid loss | predicted latency |",
               "|---|---|---|---|---|"]
     for name, s in done["search"].items():
         lines.append(f"| {name} | {s['limit']} = {s['limit_ms']:.1f} ms | {s['evaluations']} | "
                      f"{s['valid_loss']:.3f} | {s['predicted_ms'][s['device']]:.1f} ms |")
     table = model_table(done["evaluate"]["models"], devices)
-    lat_cols = [c for d in devices for c in (f"{d}_predicted_ms", f"{d}_measured_ms")]
+    lat_cols = [c for d in devices for c in (f"{d}_predicted_ms", f"{d}_measured_ms", f"{d}_predicted_ref",
+                                             f"{d}_measured_ref") if any(c in row for row in table)]
     header = ["model", "role", "params_m", "gflops", *lat_cols, "valid_loss", "sacrebleu", "tok_bleu"]
     t = ctx.exp.train
     budget = f"{t.max_minutes:g} min" if t.max_minutes else f"{t.max_updates} updates"
@@ -85,7 +99,7 @@ def render_markdown(ctx: Context, done: dict[str, Any], plots: list[str]) -> str
               "training.", "",
               "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table:
-        lines.append("| " + " | ".join("-" if row[c] is None else str(row[c]) for c in header) + " |")
+        lines.append("| " + " | ".join("-" if row.get(c) is None else str(row[c]) for c in header) + " |")
     missing = done["evaluate"].get("unmeasured_devices") or []
     if missing:
         lines += ["", f"Not measured (no node in the cluster): {', '.join(missing)}."]
@@ -137,8 +151,16 @@ def _pareto_png(ctx: Context, searched: dict[str, Any]) -> bytes | None:
 
 
 def _pred_vs_measured_png(models: list[dict[str, Any]], devices: list[str]) -> bytes | None:
-    pts = [(d, m["predicted_ms"][d], m["measured_ms"][d], m["role"]) for m in models for d in devices
-           if m["measured_ms"].get(d) is not None]
+    """Predicted vs measured, in reference units where every point of the plot has them (a
+    drifting machine's ms are not comparable), else in ms."""
+    pts = [(d, m.get("predicted_ref", {})[d], m["measured_ref"][d], m["role"]) for m in models for d in devices
+           if m.get("measured_ref", {}).get(d) is not None and d in m.get("predicted_ref", {})]
+    unit = "x reference Arch"
+    if not pts or any(m["measured_ms"].get(d) is not None and d not in m.get("predicted_ref", {})
+                      for m in models for d in devices):
+        pts = [(d, m["predicted_ms"][d], m["measured_ms"][d], m["role"]) for m in models for d in devices
+               if m["measured_ms"].get(d) is not None]
+        unit = "ms"
     if not pts:
         return None
     plt, fig, ax = _figure()
@@ -149,8 +171,8 @@ def _pred_vs_measured_png(models: list[dict[str, Any]], devices: list[str]) -> b
             ax.scatter(xs, ys, color=f"C{i}", label=dev)
     lo, hi = min(min(p[1], p[2]) for p in pts), max(max(p[1], p[2]) for p in pts)
     ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--", label="measured = predicted")
-    ax.set_xlabel("predicted latency (ms)")
-    ax.set_ylabel("measured latency (ms)")
+    ax.set_xlabel(f"predicted latency ({unit})")
+    ax.set_ylabel(f"measured latency ({unit})")
     ax.set_title("latency predictor on the trained models")
     ax.legend(fontsize=8)
     return _png(plt, fig)

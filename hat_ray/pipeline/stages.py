@@ -204,13 +204,16 @@ def stage_predictor(ctx: Context) -> dict[str, Any]:
             order = np.random.default_rng(cfg.seed).permutation(len(data))
             test, train = data.subset(np.sort(order[:n_test])), data.subset(np.sort(order[n_test:]))
             held = LatencyPredictor.fit(train, model=cfg.model, space=ctx.space, seed=cfg.seed)
-            info["heldout"] = latency_metrics(held.predict_dataset(test), test.latency())
+            info["heldout"] = latency_metrics(*held.paired(test))
         predictor = LatencyPredictor.fit(data, model=cfg.model, space=ctx.space, seed=cfg.seed)
         predictor.save(ctx.predictor_path(p.name))
+        info.update(unit=predictor.unit, reference=predictor.reference)
         summary[p.name] = info
         if "heldout" in info:
             m = info["heldout"]
-            ctx.say(f"  {p.name}: {len(data)} rows, held-out MAPE {m['mape']:.1f}%, Kendall tau {m['kendall_tau']:.2f}")
+            unit = " (reference units)" if predictor.unit == "ref" else ""
+            ctx.say(f"  {p.name}: {len(data)} rows, held-out MAPE {m['mape']:.1f}%{unit}, "
+                    f"Kendall tau {m['kendall_tau']:.2f}")
     return summary
 
 
@@ -218,17 +221,26 @@ def stage_predictor(ctx: Context) -> dict[str, Any]:
 def search_targets(ctx: Context) -> list[dict[str, Any]]:
     """One search per (device, limit): name, device, limit as written, limit in ms."""
     from hat_ray.latency.dataset import LatencyDataset
+    from hat_ray.latency.predictor import LatencyPredictor
 
     targets = []
     for entry in ctx.exp.devices:
         device = ctx.profile(entry.profile).name
         for limit in entry.limits_ms:
             kind, value = parse_limit(limit)  # type: ignore[misc]  # validated by Experiment.check
-            if kind == "percentile":
-                lat = LatencyDataset.load(ctx.latency_data(device)).for_device(device).latency()
-                ms, label = float(np.percentile(lat, value)), f"p{value:g}"
-            else:
+            # percentile and reference limits are read in the predictor's unit, then calibrated to ms
+            predictor = LatencyPredictor.load(ctx.predictor_path(device)) if kind != "ms" else None
+            if predictor is None:
                 ms, label = value, f"{value:g}ms"
+            elif kind == "percentile":
+                data = LatencyDataset.load(ctx.latency_data(device)).for_device(device)
+                ms, label = predictor.to_ms(np.percentile(data.latency(predictor.unit), value)), f"p{value:g}"
+            else:
+                if predictor.unit != "ref":
+                    raise DataError(f"limit {limit!r} on {device} is in reference units, but its latency data was "
+                                    "measured with the sequential protocol (ms): set the profile's protocol.mode "
+                                    "to reference, or give the limit in ms or as a percentile")
+                ms, label = predictor.to_ms(value), f"{value:g}ref"
             targets.append({"name": f"{device}-{label}", "device": device, "limit": limit, "limit_ms": ms})
     return targets
 
@@ -375,7 +387,12 @@ def stage_evaluate(ctx: Context, models: list[dict[str, Any]]) -> dict[str, Any]
                    "test_split": d.test_split, "test_sentences": len(corpus),
                    "params": count_params(arch, q), "flops": count_flops(arch, q, seq),
                    "predicted_ms": {dev: float(p.predict([arch])[0]) for dev, p in predictors.items()},
-                   "measured_ms": {dev: ms.get(arch.key()) for dev, ms in measured.items()}}
+                   "measured_ms": {dev: _field(recs.get(arch.key()), "latency_ms") for dev, recs in measured.items()},
+                   # reference units (devices whose predictor is in them): prediction and measurement
+                   "predicted_ref": {dev: float(p.predict_native([arch])[0]) for dev, p in predictors.items()
+                                     if p.unit == "ref"},
+                   "measured_ref": {dev: _field(recs.get(arch.key()), "latency_ref") for dev, recs in measured.items()
+                                    if predictors[dev].unit == "ref"}}
             _write_json(path, row)
         rows.append(row)
         bar.update(i + 1)
@@ -383,7 +400,7 @@ def stage_evaluate(ctx: Context, models: list[dict[str, Any]]) -> dict[str, Any]
     return {"models": rows, "unmeasured_devices": sorted(set(predictors) - set(measured))}
 
 
-def _measure_models(ctx: Context, archs: list[Arch]) -> dict[str, dict[str, float]]:
+def _measure_models(ctx: Context, archs: list[Arch]) -> dict[str, dict[str, dict[str, Any]]]:
     """Real latency of every model on every device the cluster has (skipping, with a warning,
     devices without a node: e.g. imported HAT data for hardware that is not connected)."""
     from hat_ray.cluster import require_devices
@@ -401,7 +418,12 @@ def _measure_models(ctx: Context, archs: list[Arch]) -> dict[str, dict[str, floa
         return {}
     ctx.say(f"  measuring {len(archs)} models on {', '.join(p.name for p in present)}")
     records = measure_on_devices(archs, present, ctx.space, vocab=ctx.vocab())
-    return {dev: {r["arch_key"]: float(r["latency_ms"]) for r in recs} for dev, recs in records.items()}
+    return {dev: {r["arch_key"]: r for r in recs} for dev, recs in records.items()}
+
+
+def _field(record: dict[str, Any] | None, key: str) -> float | None:
+    value = None if record is None else record.get(key)
+    return None if value is None else float(value)
 
 
 class _Bar:

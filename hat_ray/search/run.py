@@ -171,7 +171,8 @@ def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[s
     if measure_profiles:
         t0 = time.time()
         top = top_candidates(engine, options.measure_top, pareto=options.algorithm == "pareto")
-        measured = measure_candidates([a for a, _ in top], measure_profiles, space)
+        measured = measure_candidates([a for a, _ in top], measure_profiles, space,
+                                      {c.device: c.predictor for c in constraints.items})
         info["measure_seconds"] = round(time.time() - t0, 2)
     return write_outputs(out, space, engine, constraints, info, top=top, measured=measured)
 
@@ -200,17 +201,22 @@ def measurement_profiles(constraints: Constraints, k: int, profiles: Sequence[De
     return out
 
 
-def measure_candidates(archs: list[Arch], profiles: dict[str, DeviceProfile], space: SearchSpace
-                       ) -> dict[str, dict[str, float]]:
-    """{arch key: {device: measured ms}} through the latency probes (hat_ray.latency.probe)."""
+def measure_candidates(archs: list[Arch], profiles: dict[str, DeviceProfile], space: SearchSpace,
+                       predictors: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
+    """{arch key: {device: measured ms}} through the latency probes (hat_ray.latency.probe). Where
+    a device's predictor is in reference units, the ms are the measured ratio to the reference x
+    the predictor's calibration (:meth:`LatencyPredictor.comparable_ms`): what its predictions
+    and the limit mean on a machine whose speed drifts."""
     from hat_ray.latency.probe import measure_on_devices
 
     by_profile = {p.name: p for p in profiles.values()}
     records = measure_on_devices(archs, list(by_profile.values()), space)
     measured: dict[str, dict[str, float]] = {a.key(): {} for a in archs}
     for device, profile in profiles.items():
+        predictor = (predictors or {}).get(device)
         for record in records[profile.name]:
-            measured[record["arch_key"]][device] = float(record["latency_ms"])
+            ms = predictor.comparable_ms(record) if hasattr(predictor, "comparable_ms") else record["latency_ms"]
+            measured[record["arch_key"]][device] = float(ms)
     return measured
 
 
