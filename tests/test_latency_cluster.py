@@ -66,6 +66,9 @@ def test_probes_are_pinned_and_rerun_skips(cluster, tmp_path):
     assert by_device["beta"] == {nodes["b"].node_id}
     assert not data.frame.duplicated(subset=["arch_key", "device"]).any()
     assert (data.frame["latency_ms"] > 0).all() and data.frame["ray_version"].notna().all()
+    # the reference protocol (local_cpu's): each probe timed its batches against the reference on its node
+    assert ALPHA.protocol.mode == "reference" and data.for_device("alpha").unit() == "ref"
+    assert (data.frame["latency_ref"] > 0).all() and data.frame["reference_key"].nunique() == 1
     again = collect(archs, [ALPHA, BETA], space, out)  # interrupted / repeated: nothing measured twice
     assert again.measured == {} and again.skipped == {"alpha": 8, "beta": 8}
     assert len(LatencyDataset.load(out)) == 16

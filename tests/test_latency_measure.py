@@ -63,16 +63,20 @@ def test_reference_mode_times_each_arch_next_to_the_reference_in_rounds():
 def test_reference_rounds_retime_preempted_pairs_and_take_the_median_ratio():
     space = SearchSpace.load("demo")
     bench = ReferenceBench(tiny(mode="reference", rounds=3, min_cpu_share=0.9), space)
-    # per pair: reference encoder, reference decoder, arch encoder, arch decoder; one arch
-    pairs = [[(1.0, 1.0), (1.0, 1.0), (2.0, 1.0), (2.0, 1.0)],  # ratio 2
+    # per pair: reference encoder, reference decoder, arch encoder, arch decoder; one arch, then one
+    # closing reference run: each Arch run sits between two reference runs
+    pairs = [[(1.0, 1.0), (1.0, 1.0), (2.0, 1.0), (2.0, 1.0)],  # 4 / mean(2, 2) = 2
              [(1.0, 1.0), (1.0, 1.0), (9.0, 0.3), (9.0, 1.0)],  # preempted: timed again
-             [(2.0, 1.0), (2.0, 1.0), (5.0, 1.0), (5.0, 1.0)],  # ratio 2.5 (the machine got slower)
-             [(1.0, 1.0), (1.0, 1.0), (3.0, 1.0), (3.0, 1.0)]]  # ratio 3
+             [(1.0, 1.0), (1.0, 1.0), (3.0, 1.0), (3.0, 1.0)],  # the machine slows down 2x meanwhile:
+             [(2.0, 1.0), (2.0, 1.0), (5.0, 1.0), (5.0, 1.0)],  # 6 / mean(2, 4) = 2, then 10 / mean(4, 4)
+             [(2.0, 1.0), (2.0, 1.0)]]
     timer = fake_timer([t for pair in pairs for t in pair])
     times = bench._rounds((None, None), [(None, None)], timer, np.random.default_rng(0))
-    assert times[0]["dropped"] == 1 and times[0]["enc"] == [2.0, 5.0, 3.0]
+    assert times[0]["dropped"] == 1 and times[0]["enc"] == [2.0, 3.0, 5.0]
+    assert times[0]["ref"] == [2.0, 2.0, 4.0] and times[0]["ref_after"] == [2.0, 4.0, 4.0]
     rec = bench._record(space.smallest(), times[0], {})
-    assert rec["latency_ref"] == pytest.approx(2.5) and rec["reference_ms"] == pytest.approx(2.0)
+    assert rec["latency_ref"] == pytest.approx(2.0)  # timed only after the reference: 3.0 in round 2
+    assert rec["reference_ms"] == pytest.approx(2.0) and json.loads(rec["reference_ms_rounds"]) == [2.0, 2.0, 4.0]
     assert rec["latency_ms"] == pytest.approx(6.0)  # median of the absolute encoder + decoder times
 
 

@@ -222,3 +222,7 @@ def test_reference_units_survive_drift_and_predict_ms_through_the_calibration(tm
         ref.paired(plain)
     with pytest.raises(DataError, match="reference protocol"):
         LatencyPredictor.fit(plain, unit="ref")
+    # few-shot transfer to a device measured in ms: the global scale converts the units
+    moved = ref.adapt(as_dataset(archs[300:350], 3.0 * y[300:350]), device="other")
+    assert moved.unit == "ms" and moved.reference is None
+    assert latency_metrics(moved.predict(archs[350:]), 3.0 * y[350:])["mape"] < 2.0

@@ -21,8 +21,10 @@ a Pi that throttles, the speed drifts over seconds to minutes, so absolute times
 measured one after another are not comparable. Archs are measured in batches instead: in each
 of ``rounds`` rounds, in a fresh random order, every Arch's run (encoder + decoder) is timed
 right after one run of the space's reference Arch (:func:`reference_arch`, its model built once
-per bench). ``latency_ref`` = median over rounds of t_arch / t_reference: the drift, common to
-both, cancels. A pair with a preempted run (``min_cpu_share``) is timed again (at most one
+per bench); the reference's next run (the next pair's, or one closing run) follows it, so each
+Arch run sits between two reference runs. ``latency_ref`` = median over rounds of t_arch / the
+mean of the two reference runs around it: the drift, common to all three, cancels (to first
+order, also a drift within the pair). A pair with a preempted run (``min_cpu_share``) is timed again (at most one
 extra pair per pair on average). Every record also keeps the absolute ms (the profile's
 statistic over the rounds), the spread of the ratio (``latency_ref_iqr``), the reference's ms
 in each of the Arch's rounds (``reference_ms_rounds``, JSON) and their median (``reference_ms``);
@@ -294,27 +296,37 @@ class ReferenceBench:
     def _rounds(self, ref: tuple[Callable[[], Any], Callable[[], Any]],
                 works: list[tuple[Callable[[], Any], Callable[[], Any]]], timer: Timer,
                 rng: np.random.Generator) -> list[dict[str, Any]]:
-        """Per Arch: encoder/decoder ms of each round, the reference's of the same rounds, and the
-        pairs dropped as preempted."""
+        """Per Arch: encoder/decoder ms of each round, the reference's runs right before and right
+        after it (the next pair's, or one closing run at the end of the batch), and the pairs
+        dropped as preempted."""
         proto = self.profile.protocol
-        times: list[dict[str, Any]] = [{"enc": [], "dec": [], "ref_enc": [], "ref_dec": [], "dropped": 0}
+        times: list[dict[str, Any]] = [{"enc": [], "dec": [], "ref": [], "ref_after": [], "dropped": 0}
                                        for _ in works]
         spare = proto.rounds * len(works)  # re-timed pairs allowed in this batch
+        waiting: dict[str, Any] | None = None  # the last pair's Arch, until the next reference run
+
+        def reference_run() -> tuple[float, float]:
+            (r_enc, s1), (r_dec, s2) = timer(ref[0]), timer(ref[1])
+            return r_enc + r_dec, min(s1, s2)
+
         for _ in range(proto.rounds):
             for i in rng.permutation(len(works)):
                 while True:
-                    (r_enc, s1), (r_dec, s2) = timer(ref[0]), timer(ref[1])
+                    r_ms, r_share = reference_run()
                     (a_enc, s3), (a_dec, s4) = timer(works[i][0]), timer(works[i][1])
-                    preempted = proto.min_cpu_share and min(s1, s2, s3, s4) < proto.min_cpu_share
+                    preempted = proto.min_cpu_share and min(r_share, s3, s4) < proto.min_cpu_share
                     if not (preempted and spare > 0):
                         break
                     spare -= 1
                     times[i]["dropped"] += 1
-                t = times[i]
+                if waiting is not None:
+                    waiting["ref_after"].append(r_ms)
+                waiting = t = times[i]
                 t["enc"].append(a_enc)
                 t["dec"].append(a_dec)
-                t["ref_enc"].append(r_enc)
-                t["ref_dec"].append(r_dec)
+                t["ref"].append(r_ms)
+        if waiting is not None:
+            waiting["ref_after"].append(reference_run()[0])
         return times
 
     def _record(self, arch: Arch, t: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
@@ -324,8 +336,9 @@ class ReferenceBench:
             stats[part] = summarize(t[key], proto.band)
             stats[part].update(attempts=1, dropped=t["dropped"])
         record = _record(arch, self.profile, self.space, stats, self.vocab)
-        ref_ms = np.add(t["ref_enc"], t["ref_dec"])
-        ratios = np.add(t["enc"], t["dec"]) / ref_ms
+        ref_ms = np.asarray(t["ref"])
+        # the reference's speed at the Arch's run: the mean of its runs right before and right after
+        ratios = np.add(t["enc"], t["dec"]) / ((ref_ms + np.asarray(t["ref_after"])) / 2)
         record.update(
             latency_ref=float(np.median(ratios)),
             latency_ref_iqr=float(np.subtract(*np.percentile(ratios, [75, 25]))),
