@@ -70,9 +70,14 @@ status=0
 ray "${args[@]}" 2> >(tee "$err" >&2) || status=$?
 wait  # for tee
 if [[ $status -ne 0 ]] && grep -q "Version mismatch" "$err"; then
-    cluster="$(grep -A2 "cluster was started with" "$err" | grep -oE "(Ray|Python): [^ ]+" | head -n2 | paste -sd' ')"
+    # Ray's message: "The cluster was started with:\n    Ray: X\n    Python: Y\n This process ..."
+    started="$(grep -m1 -A2 "cluster was started with" "$err")"
+    cluster_ray="$(sed -n 's/^.*Ray: *\([^ ]*\).*$/\1/p' <<<"$started" | head -n1)"
+    cluster_py="$(sed -n 's/^.*Python: *\([^ ]*\).*$/\1/p' <<<"$started" | head -n1)"
+    cluster="another version"
+    [[ -n "$cluster_ray" && -n "$cluster_py" ]] && cluster="Ray $cluster_ray / Python $cluster_py"
     echo "start-node.sh: error: the cluster refused this node: it runs Ray $(ray --version 2>/dev/null | awk '{print $NF}')" \
-         "/ Python $py_version, the cluster ${cluster:-another version}; install the cluster's Ray (and Python" \
+         "/ Python $py_version, the cluster $cluster; install the cluster's Ray (and Python" \
          "major.minor) here, see deploy/README.md" >&2
     exit 2
 fi

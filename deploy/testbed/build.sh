@@ -15,6 +15,9 @@
 #      emulation), then deploy/README.md's own `pip install "ray[default,tune]==V" -e ~/hat-ray`
 #      run inside the emulated node (it finds the wheels there and installs hat-ray editable)
 #   6. an x86 venv with ANOTHER Ray version (for the version-mismatch test)
+#   7. an x86 node with ANOTHER Python minor and the head's Ray version: a Debian trixie root
+#      filesystem (python3 3.13, debootstrap) with ~/hat-ray-venv and ray[default]==V installed
+#      inside it by its own pip (for the Python-mismatch test)
 # Exit codes: 0 built or reused, 2 this machine cannot host the testbed (the reason on stderr).
 set -euo pipefail
 
@@ -25,6 +28,8 @@ rootfs="$cache/pi-rootfs"
 suite="${HAT_RAY_TESTBED_SUITE:-bookworm}"          # bookworm's python3 is 3.11.2
 mirror="${HAT_RAY_TESTBED_MIRROR:-http://deb.debian.org/debian}"
 other_ray="${HAT_RAY_TESTBED_OTHER_RAY:-2.59.0}"
+other_py_suite="${HAT_RAY_TESTBED_OTHER_PYTHON_SUITE:-trixie}"  # trixie's python3 is 3.13
+other_py_rootfs="$cache/other-python-rootfs"
 host_py="${HAT_RAY_TESTBED_PYTHON:-$repo/.venv/bin/python}"
 # PyPI's aarch64 torch wheels from 2.10 on are CUDA builds whose CUDA packages have no aarch64
 # wheel at the pinned versions (torch 2.13.0 needs nvidia-nccl-cu13==2.29.7: none for aarch64),
@@ -71,7 +76,7 @@ fi
 
 # 3. the arm64 root filesystem
 if step rootfs; then
-    rm -f "$cache"/.done-*   # everything after builds on the root filesystem
+    rm -f "$cache"/.done-{venv,wheels,hat-ray}   # the Pi's later steps build on its root filesystem
     rm -rf "$rootfs.tmp"
     debootstrap --arch=arm64 --variant=minbase --include=python3,python3-venv,ca-certificates,procps \
         "$suite" "$rootfs.tmp" "$mirror" 2>&1 | sed -u 's/^/  debootstrap: /' | grep -E 'Retrieving|Extracting|Configuring|Base system|E:' \
@@ -90,7 +95,7 @@ for cpu in 0 1; do   # cheap: written on every run
 done
 for f in online possible present; do echo 0-1 > "$rootfs/sys/devices/system/cpu/$f"; done
 
-in_pi() {  # run a command inside the Pi's root filesystem, the checkout mounted at ~/hat-ray
+in_root() {  # in_root ROOTFS CMD...: run CMD inside a node's root filesystem, the checkout at ~/hat-ray
     unshare --mount --propagation private -- bash -c '
         set -e; r="$1"; shift
         mount -t proc proc "$r/proc"; mount --rbind /dev "$r/dev"
@@ -100,8 +105,9 @@ in_pi() {  # run a command inside the Pi's root filesystem, the checkout mounted
         cp /etc/ssl/certs/ca-certificates.crt "$r/etc/ssl/certs/ca-certificates.crt"
         exec chroot "$r" /usr/bin/env -i HOME=/root PATH=/root/hat-ray-venv/bin:/usr/bin:/bin LANG=C.UTF-8 \
             PIP_CERT=/etc/ssl/certs/ca-certificates.crt SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt "$@"
-    ' in_pi "$rootfs" "$repo" "$@"
+    ' in_root "$1" "$repo" "${@:2}"
 }
+in_pi() { in_root "$rootfs" "$@"; }
 
 # 5. hat-ray's venv on the Pi
 if step venv; then
@@ -154,5 +160,38 @@ if step other-ray; then
     "$cache/other-ray-venv/bin/ray" --version >/dev/null || die "could not install ray==$other_ray"
     done_step other-ray
 fi
-echo "{\"ray\": \"$ray_version\", \"torch\": \"$torch_version\", \"pi_torch\": \"$pi_torch\", \"other_ray\": \"$other_ray\", \"suite\": \"$suite\"}" > "$cache/testbed.json"
+
+# 7. another Python minor on x86, the head's Ray (a node that must be refused at match level minor):
+#    a native (x86) Debian root filesystem, so its pip installs Ray's wheels at full speed
+other_t0=$(date +%s)
+if [[ "$(cat "$cache/.done-other-python-rootfs" 2>/dev/null)" != "$other_py_suite" ]]; then
+    rm -f "$cache"/.done-other-python-*   # none yet, or built from another suite
+fi
+if step other-python-rootfs; then
+    rm -f "$cache/.done-other-python-venv"
+    rm -rf "$other_py_rootfs.tmp"
+    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,procps \
+        "$other_py_suite" "$other_py_rootfs.tmp" "$mirror" 2>&1 | sed -u 's/^/  debootstrap: /' \
+        | grep -E 'Retrieving|Extracting|Configuring|Base system|E:' | awk 'NR % 25 == 1 || /Base system|E:/' >&2
+    [[ -x "$other_py_rootfs.tmp/usr/bin/python3" ]] || die "debootstrap of $other_py_suite failed (see above)"
+    rm -rf "$other_py_rootfs" && mv "$other_py_rootfs.tmp" "$other_py_rootfs"
+    done_step other-python-rootfs
+    echo "$other_py_suite" > "$cache/.done-other-python-rootfs"
+fi
+other_py="$(chroot "$other_py_rootfs" /usr/bin/python3 -c 'import platform; print(platform.python_version())')"
+[[ "${other_py%.*}" != "$("$host_py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" ]] \
+    || die "$other_py_suite's Python $other_py has the head's minor version: set HAT_RAY_TESTBED_OTHER_PYTHON_SUITE"
+# the head's Ray version changed since: install it again
+compgen -G "$other_py_rootfs$venv/lib/python3*/site-packages/ray-$ray_version.dist-info" >/dev/null \
+    || rm -f "$cache/.done-other-python-venv"
+if step other-python-venv; then
+    in_root "$other_py_rootfs" /usr/bin/python3 -m venv --clear "$venv"
+    in_root "$other_py_rootfs" "$venv/bin/pip" install -q --disable-pip-version-check --no-cache-dir \
+        "ray[default]==$ray_version" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+    in_root "$other_py_rootfs" "$venv/bin/ray" --version >/dev/null || die "could not install ray[default]==$ray_version on Python $other_py"
+    done_step other-python-venv
+fi
+say "the other-Python node: Python $other_py ($other_py_suite), Ray $ray_version ($(( $(date +%s) - other_t0 )) s)"
+
+echo "{\"ray\": \"$ray_version\", \"torch\": \"$torch_version\", \"pi_torch\": \"$pi_torch\", \"other_ray\": \"$other_ray\", \"suite\": \"$suite\", \"other_python\": \"$other_py\", \"other_python_suite\": \"$other_py_suite\"}" > "$cache/testbed.json"
 say "ready in $(( $(date +%s) - t_start )) s"

@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -220,25 +221,38 @@ class Testbed:
             self._base_env(node_env)
 
     def _cmd_pi(self) -> tuple[list[str], dict[str, str]]:
-        r = self.rootfs
         pi_tmp = self.state / "pi-tmp"  # the Pi's /tmp (Ray's logs there stay readable from the host)
         shutil.rmtree(pi_tmp, ignore_errors=True)
-        # deploy/README.md: the node file and the cluster's token go to the Pi's home
+        # QEMU_CPU: emulate a Pi 4's Cortex-A72 (ARMv8.0), so a wheel that needs a newer ISA fails here too
+        return self.chroot_node_cmd(self.rootfs, REPO / "deploy" / "nodes" / "qemu-rpi4.env",
+                                    f"--address={self.address}", *self._agent_args(), tmp=pi_tmp,
+                                    env={"QEMU_CPU": "cortex-a72"})
+
+    def chroot_node_cmd(self, rootfs: Path, node_env: Path, *args: str, tmp: Path,
+                        env: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+        """Command and environment that run ``deploy/start-node.sh ARGS`` on a node made of the root
+        filesystem ``rootfs`` (its own OS and Python, Ray in ``~/hat-ray-venv``), as on a machine
+        set up by deploy/README.md: ``node_env`` copied to ``~/.hat-ray/node.env`` and the cluster's
+        token to ``~/.ray/auth_token``. It runs chrooted in its own mount namespace with /proc, /dev,
+        a 1 GiB /dev/shm, ``tmp`` (created) as its /tmp, the host's resolv.conf and the checkout
+        read-only at ``~/hat-ray``. ``env``: more variables for the node (e.g. QEMU_CPU)."""
+        r = rootfs
         (r / "root" / ".hat-ray").mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / "deploy" / "nodes" / "qemu-rpi4.env", r / "root" / ".hat-ray" / "node.env")
+        shutil.copy(node_env, r / "root" / ".hat-ray" / "node.env")
         (r / "root" / ".ray").mkdir(parents=True, exist_ok=True)
         shutil.copy(self.token_path, r / "root" / ".ray" / "auth_token")
-        # QEMU_CPU: emulate a Pi 4's Cortex-A72 (ARMv8.0), so a wheel that needs a newer ISA fails here too
-        start = " ".join(["exec", "chroot", str(r), "/usr/bin/env", "-i", "HOME=/root", "QEMU_CPU=cortex-a72",
-                          f"PATH={PI_VENV}/bin:/usr/bin:/bin", "LANG=C.UTF-8", "bash",
-                          "/root/hat-ray/deploy/start-node.sh", f"--address={self.address}", *self._agent_args()])
+        inner = ["HOME=/root", *(f"{k}={v}" for k, v in (env or {}).items()), f"PATH={PI_VENV}/bin:/usr/bin:/bin",
+                 "LANG=C.UTF-8"]
+        start = "exec " + shlex.join(["chroot", str(r), "/usr/bin/env", "-i", *inner, "bash",
+                                      "/root/hat-ray/deploy/start-node.sh", *args])
+        q = shlex.quote
         script = "; ".join([
-            "set -e", f"r={r}", 'mount -t proc proc "$r/proc"', 'mount --rbind /dev "$r/dev"',
-            'mount -t tmpfs -o size=1g tmpfs "$r/dev/shm"', f'mkdir -p {pi_tmp}', f'mount --bind {pi_tmp} "$r/tmp"',
-            'mkdir -p "$r/root/hat-ray"', f'mount --bind -o ro {REPO} "$r/root/hat-ray"',
-            'cp /etc/resolv.conf "$r/etc/resolv.conf"', start])
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-        return ["unshare", "--mount", "--propagation", "private", "--", "bash", "-c", script], env
+            "set -e", f"r={q(str(r))}", 'mount -t proc proc "$r/proc"', 'mount --rbind /dev "$r/dev"',
+            'mount -t tmpfs -o size=1g tmpfs "$r/dev/shm"', f'mkdir -p {q(str(tmp))}',
+            f'mount --bind {q(str(tmp))} "$r/tmp"', 'mkdir -p "$r/root/hat-ray"',
+            f'mount --bind -o ro {q(str(REPO))} "$r/root/hat-ray"', 'cp /etc/resolv.conf "$r/etc/resolv.conf"', start])
+        return (["unshare", "--mount", "--propagation", "private", "--", "bash", "-c", script],
+                {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
 
     # ---- inspecting
     def running(self, name: str) -> bool:
@@ -301,22 +315,37 @@ class Testbed:
         return path.read_text(errors="replace")[-chars:] if path.is_file() else "(no log)"
 
     def processes(self, name: str) -> list[int]:
-        """Pids of node ``name``: its launcher and every descendant, plus (after a crash left
-        orphans) processes inside its temp dir or, for the Pi, its root filesystem."""
+        """Pids of node ``name``: its launcher and every descendant, plus orphans (a crash, or
+        Ray's agents outliving their raylet): processes inside its temp dir or with its node file
+        in their environment (agents retitle themselves `ray::...`) or, for the Pi, inside its
+        root filesystem."""
         pid = self.info.get("pids", {}).get(name)
         found = set(_descendants(pid)) if pid else set()
-        marker = str(self.rootfs) if name == "pi" else str(self.ray_tmp / name)
+        if name == "pi":
+            found.update(self.processes_in(self.rootfs))
+        else:
+            marker = str(self.ray_tmp / name).encode()
+            node_env = f"HAT_RAY_NODE_ENV={self.state / f'{name}.env'}".encode()
+            for p in Path("/proc").iterdir():
+                try:
+                    if p.name.isdigit() and (marker in (p / "cmdline").read_bytes()
+                                             or node_env in (p / "environ").read_bytes().split(b"\0")):
+                        found.add(int(p.name))
+                except OSError:
+                    continue
+        found.discard(os.getpid())
+        return sorted(found)
+
+    @staticmethod
+    def processes_in(rootfs: Path) -> list[int]:
+        """Pids of the processes chrooted into ``rootfs`` (a node started by chroot_node_cmd)."""
+        found = []
         for p in Path("/proc").iterdir():
-            if not p.name.isdigit():
-                continue
             try:
-                if name == "pi" and os.readlink(p / "root") == marker:
-                    found.add(int(p.name))
-                elif name != "pi" and marker.encode() in (p / "cmdline").read_bytes():
-                    found.add(int(p.name))
+                if p.name.isdigit() and os.readlink(p / "root") == str(rootfs):
+                    found.append(int(p.name))
             except OSError:
                 continue
-        found.discard(os.getpid())
         return sorted(found)
 
     def raylet_pid(self, name: str) -> int:

@@ -1,7 +1,7 @@
 """The cluster testbed (deploy/testbed/): one real three-node Ray cluster per test session.
 
 Tests here are marked ``cluster`` and run by ``make test-cluster`` (not by ``make test``): the
-first run on a machine builds the testbed into ~/.cache/hat-ray-testbed (about 6 minutes), later
+first run on a machine builds the testbed into ~/.cache/hat-ray-testbed (about 8 minutes), later
 runs reuse it. Where the machine cannot host it (not root, no binfmt_misc, no unshare) every test
 is skipped with the reason.
 """

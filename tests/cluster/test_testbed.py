@@ -100,6 +100,39 @@ def test_a_node_with_another_ray_version_is_refused_with_one_line(testbed):
     assert "2.60.0" in last and "Ray 2.59" in last
 
 
+def test_a_node_with_another_python_minor_is_refused_with_one_line(testbed):
+    """The head's Ray version on Debian trixie's Python 3.13 (build.sh step 7), started like the Pi
+    (chrooted, start-node.sh from the checkout): refused although its node file sets the match
+    level to minor, with one line naming both Python versions, and nothing left running."""
+    import testbed as tb_module
+
+    cache = tb_module.cache_dir()
+    built = json.loads((cache / "testbed.json").read_text())
+    rootfs = cache / "other-python-rootfs"
+    head_py = subprocess.run([str(tb_module.VENV_BIN / "python"), "-c",
+                              "import platform; print(platform.python_version())"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    other_py = built["other_python"]
+    assert other_py.split(".")[:2] != head_py.split(".")[:2]
+    node_env = ROOT / "deploy" / "testbed" / "nodes" / "worker-x86.env"
+    assert "RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL=minor" in node_env.read_text()
+    cmd, env = testbed.chroot_node_cmd(rootfs, node_env, f"--address={testbed.address}",
+                                       f"--node-ip-address={testbed.info['ip']}", "--disable-usage-stats",
+                                       tmp=testbed.state / "other-python-tmp")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+        left = testbed.processes_in(rootfs)
+    finally:
+        for pid in testbed.processes_in(rootfs):
+            os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 2, proc.stdout[-1500:] + proc.stderr[-1500:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("start-node.sh: error: the cluster refused this node"), proc.stderr[-1500:]
+    assert f"Python {other_py}" in last and f"Python {head_py}" in last, last
+    assert last.count(f"Ray {built['ray']}") == 2, last  # the same Ray on both sides: the Python is refused
+    assert not left, f"the refused node left processes behind: {left}"
+
+
 def _wait_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float) -> int:
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
