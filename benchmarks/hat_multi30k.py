@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -63,9 +64,10 @@ def experiment(args: argparse.Namespace) -> Experiment:
 def compare(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per search winner: the baselines at equal or higher measured latency, and whether
     the winner's SacreBLEU beats all of them."""
-    base = [m for m in models if m["role"] == "baseline"]
+    measured = [m for m in models if m["measured_ms"].get(DEVICE) is not None]  # a failed measurement is None
+    base = [m for m in measured if m["role"] == "baseline"]
     rows = []
-    for w in sorted((m for m in models if m["role"] == "searched"), key=lambda m: m["measured_ms"][DEVICE]):
+    for w in sorted((m for m in measured if m["role"] == "searched"), key=lambda m: m["measured_ms"][DEVICE]):
         ms = w["measured_ms"][DEVICE]
         slower = [b for b in base if b["measured_ms"][DEVICE] >= ms]
         best = max(slower, key=lambda b: b["sacrebleu"], default=None)
@@ -159,8 +161,9 @@ def latency_only(result_json: Path, out: Path, n_archs: int) -> dict[str, Any]:
 def markdown(models: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
     lines = ["| model | role | params (M) | measured ms | predicted ms | valid loss | SacreBLEU |",
              "|---|---|---|---|---|---|---|"]
-    for m in sorted(models, key=lambda m: m["measured_ms"][DEVICE]):
-        lines.append(f"| {m['name']} | {m['role']} | {m['params'] / 1e6:.2f} | {m['measured_ms'][DEVICE]:.1f} | "
+    for m in sorted(models, key=lambda m: m["measured_ms"].get(DEVICE) or math.inf):
+        ms = m["measured_ms"].get(DEVICE)
+        lines.append(f"| {m['name']} | {m['role']} | {m['params'] / 1e6:.2f} | {'-' if ms is None else f'{ms:.1f}'} | "
                      f"{m['predicted_ms'][DEVICE]:.1f} | {m['valid_loss']:.3f} | {m['sacrebleu']:.2f} |")
     lines += ["", "| winner | measured ms | SacreBLEU | best baseline at >= its latency | claim |", "|---|---|---|---|---|"]
     for r in rows:

@@ -322,6 +322,8 @@ CASES: list[tuple[Any, ...]] = [  # (id, build(ws, folder) -> argv, needle, fix[
         d, lambda a: a.update(encoder_embed_dim=48))), "encoder_embed_dim=48 not in", "[32, 24]"),
     ("evaluate-average-too-many", lambda w, d: evaluate(w, d, "--average-last", "9"),
      "has only 2 numbered checkpoints", "--average-last 2"),
+    ("evaluate-average-negative", lambda w, d: evaluate(w, d, "--average-last", "-2"),
+     "--average-last must be a positive number of checkpoints, got -2", "positive"),
     ("evaluate-misaligned-test", lambda w, d: evaluate(w, d, data=corpus(d, test_tgt="x\n")),
      "test.src has 10 lines but", "same number of lines"),
     ("evaluate-output-is-a-folder", lambda w, d: evaluate(w, d)[:-2] + ["--output", out_dir(d)],

@@ -41,7 +41,7 @@ def test_reference_mode_times_each_arch_next_to_the_reference_in_rounds():
     space = SearchSpace.load("demo")
     rng = np.random.default_rng(3)
     archs = [space.smallest(), space.largest(), space.latency_space().sample(rng)]
-    bench = ReferenceBench(tiny(mode="reference", rounds=4), space)
+    bench = ReferenceBench(tiny(mode="reference", rounds=4, max_rounds=4), space)
     recs = bench.measure(archs)
     assert [r["arch_key"] for r in recs] == [a.key() for a in archs]
     ref = reference_arch(space)
@@ -57,12 +57,12 @@ def test_reference_mode_times_each_arch_next_to_the_reference_in_rounds():
     # the reference itself measures at ratio ~1 against itself
     assert bench.measure([ref])[0]["latency_ref"] == pytest.approx(1.0, rel=0.25)
     # measure() with a reference-mode profile is a batch of one
-    assert measure(archs[0], tiny(mode="reference", rounds=3), space)["encoder_runs"] == 3
+    assert measure(archs[0], tiny(mode="reference", rounds=3, max_rounds=3), space)["encoder_runs"] == 3
 
 
 def test_reference_rounds_retime_preempted_pairs_and_take_the_median_ratio():
     space = SearchSpace.load("demo")
-    bench = ReferenceBench(tiny(mode="reference", rounds=3, min_cpu_share=0.9), space)
+    bench = ReferenceBench(tiny(mode="reference", rounds=3, max_rounds=3, min_cpu_share=0.9), space)
     # per pair: reference encoder, reference decoder, arch encoder, arch decoder; one arch, then one
     # closing reference run: each Arch run sits between two reference runs
     pairs = [[(1.0, 1.0), (1.0, 1.0), (2.0, 1.0), (2.0, 1.0)],  # 4 / mean(2, 2) = 2
@@ -139,3 +139,23 @@ def test_core_latency_modules_do_not_import_ray():
             "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_imprecise_ratios_get_extra_rounds_up_to_max_rounds():
+    space = SearchSpace.load("demo")
+    bench = ReferenceBench(tiny(mode="reference", rounds=3, max_rounds=6, precision=0.01), space)
+    steady = (1.0, 1.0)
+    rng = np.random.default_rng(0)
+
+    def timer(fn):  # reference runs: 1 ms each part; Arch 0 steady at ratio 2, Arch 1 noisy around 3
+        if fn == "ref":
+            return steady
+        if fn == "a0":
+            return (2.0, 1.0)
+        return (float(3.0 * (1 + 0.3 * rng.standard_normal())), 1.0)
+
+    times = bench._rounds(("ref", "ref"), [("a0", "a0"), ("a1", "a1")], timer, np.random.default_rng(1))
+    assert len(times[0]["enc"]) == 3  # precise after the fixed rounds: no extra round
+    assert len(times[1]["enc"]) == 6  # still imprecise: rounds up to max_rounds
+    assert len(times[1]["ref_after"]) == len(times[1]["ref"]) == 6
+    assert bench._record(space.smallest(), times[0], {})["latency_ref"] == pytest.approx(2.0)

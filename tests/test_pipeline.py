@@ -136,6 +136,7 @@ def test_report_and_outputs(killed_and_rerun):
     for m in models:
         assert m["measured_ms"]["local_cpu"] > 0 and m["predicted_ms"]["local_cpu"] > 0
         assert m["measured_ref"]["local_cpu"] > 0 and m["predicted_ref"]["local_cpu"] > 0
+        assert m["valid_loss"] > 0 and m["test_loss"] > 0 and m["valid_loss"] != m["test_loss"]  # two splits
         assert 0 <= m["sacrebleu"] <= 100 and "nrefs:1" in m["signature"]
         assert (run / "train" / m["name"] / "checkpoint_last.pt").is_file()
     report = (run / "report.md").read_text()
@@ -294,3 +295,65 @@ def test_train_stage_trains_each_model_on_ray_train_workers_of_the_cluster(tmp_p
     summary = st.stage_train(ctx, {})
     assert calls == ["connect", ("baseline-largest", 2, 1, False), ("baseline-smallest", 2, 1, False)]
     assert [m["summary"] for m in summary["models"]] == [{"update": 2}] * 2
+
+
+@pytest.mark.parametrize("section, key, value, needle", [
+    ("search", "parents", 500, "search.parents (500) must be <= population (6)"),
+    ("search", "mutation_prob", 7.0, "search.mutation_prob must be in [0, 1]"),
+    ("search", "iterations", 0, "search.iterations must be >= 1"),
+    ("search", "budget", 0, "search.budget must be >= 1"),
+    ("search", "margin", -1.0, "search.margin must be >= 0"),
+    ("search", "scorers", 0, "search.scorers must be >= 1"),
+    ("train", "lr", -1.0, "train.lr must be > 0"),
+    ("train", "dropout", 1.5, "train.dropout must be in [0, 1)"),
+    ("supernet", "schedule", "cosin", "supernet.schedule must be one of"),
+    ("supernet", "largest_prob", 2.0, "supernet.largest_prob must be in [0, 1]"),
+    ("supernet", "max_tokens", 0, "supernet.max_tokens must be >= 1"),
+    ("latency", "holdout", 0.95, "latency.holdout must be in [0, 0.9)"),
+    ("evaluate", "beam", 0, "evaluate.beam must be >= 1"),
+    ("data", "vocab_size", 3, "data.vocab_size must be >= 16"),
+])
+def test_bad_experiment_values_are_refused_before_any_stage(tmp_path, capsys, section, key, value, needle):
+    exp = _experiment(tmp_path)
+    exp[section][key] = value
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(exp))
+    assert main(["pipeline", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("hat-ray: error:") and needle in err, err
+    assert not (tmp_path / "run").exists()  # refused before the first stage wrote anything
+
+
+def test_from_stage_never_deletes_a_folder_that_is_not_a_pipelines(tmp_path, capsys):
+    exp = _experiment(tmp_path)
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(exp))
+    precious = tmp_path / "run" / "train" / "thesis.tex"  # --out points at someone's folder
+    precious.parent.mkdir(parents=True)
+    precious.write_text("years of work")
+    assert main(["pipeline", str(config), "--from", "train"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no pipeline.json" in err and "refusing to delete" in err and len(err.splitlines()) == 1
+    assert precious.read_text() == "years of work"
+
+
+def test_a_failed_latency_measurement_does_not_crash_the_report_or_the_benchmark():
+    import importlib.util
+
+    from hat_ray.pipeline.report import _bleu_png, model_table
+
+    def model(name, role, measured):
+        return {"name": name, "role": role, "params": 3e6, "flops": 1e9, "valid_loss": 7.0, "sacrebleu": 5.0,
+                "tok_bleu": 5.0, "predicted_ms": {"local_cpu": 20.0}, "measured_ms": {"local_cpu": measured}}
+
+    models = [model("hat-a", "searched", 21.0), model("baseline-b", "baseline", None),
+              model("baseline-c", "baseline", 30.0)]
+    assert _bleu_png(models, ["local_cpu"])[:4] == b"\x89PNG"
+    assert model_table(models, ["local_cpu"])[1]["local_cpu_measured_ms"] is None
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "hat_multi30k.py"
+    spec = importlib.util.spec_from_file_location("hat_multi30k", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.compare(models)
+    assert rows[0]["baselines_at_or_above"] == ["baseline-c"] and rows[0]["claim_holds"] is False
+    assert "| baseline-b | baseline | 3.00 | - |" in bench.markdown(models, rows)

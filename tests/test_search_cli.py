@@ -93,6 +93,7 @@ def test_killed_driver_resumes_without_lost_or_duplicated_evaluations(inputs, fu
     (["--device", "fake:abc"], "is not a latency in ms"),
     (["--device", "fake:1.2ref"], "the predictor for fake is in ms"),
     (["--device", "fake:0ref"], "limit must be a positive"),
+    (["--mutation-prob", "7"], "--mutation-prob must be in [0, 1], got 7.0"),
     (["--device", "other:30"], "no latency predictor for device(s) other"),
     (["--predictor", "nocolon"], "expected DEVICE:PATH"),
     (["--scorers", "0"], "--scorers must be at least 1"),

@@ -216,3 +216,25 @@ def test_make_engine_and_bad_state():
     engine = make_engine("random", SPACE, budget=5)
     with pytest.raises(ValueError, match="expected hat"):
         small_hat().load_state_dict(engine.state_dict())
+
+
+def test_engine_options_are_declared_once_for_the_cli_the_pipeline_and_the_engines():
+    import dataclasses
+
+    from hat_ray.cli.main import build_parser
+    from hat_ray.pipeline.config import SearchSection
+    from hat_ray.search.evolution import ENGINES, EngineOptions
+
+    declared = {f.name: f.default for f in dataclasses.fields(EngineOptions)}
+    section = {f.name: f.default for f in dataclasses.fields(SearchSection)}
+    assert {k: section[k] for k in declared} == declared  # the pipeline's defaults are the declared ones
+    args = build_parser().parse_args(["search", "--supernet", "x", "--data", "y", "--out", "z"])
+    assert {k: getattr(args, k) for k in declared} == declared  # so are the CLI's
+    assert set(EngineOptions.USES) == set(ENGINES)
+    for algorithm in ENGINES:  # every engine takes exactly the options it is declared to use
+        assert EngineOptions().problems(algorithm) == []
+        make_engine(algorithm, SearchSpace.load("demo"), None, 0, 10, **EngineOptions().kwargs(algorithm))
+    bad = EngineOptions(population=4, parents=9, mutation_prob=1.5, iterations=0)
+    assert len(bad.problems("hat")) == 3 and len(bad.problems("steady")) == 2 and bad.problems("random") == []
+    with pytest.raises(ValueError, match="parents"):
+        HatEvolution(SearchSpace.load("demo"), parents=9, population=4)

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from hat_ray.cli.common import check_output, load_arch
-from hat_ray.errors import DataError
+from hat_ray.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ def _load(args: argparse.Namespace) -> dict:
     from hat_ray.train.state import numbered_checkpoints
 
     paths = [Path(p) for p in args.checkpoint]
+    if args.average_last is not None and args.average_last < 1:
+        raise ConfigError("command line", [f"--average-last must be a positive number of checkpoints, got "
+                                           f"{args.average_last}"])
     if args.average_last:
         folder = paths[0].parent
         paths = numbered_checkpoints(folder)[-args.average_last:]

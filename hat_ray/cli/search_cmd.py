@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import fields
 from typing import Any
 
 from hat_ray.errors import HatRayError
+from hat_ray.search.evolution import EngineOptions
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,13 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--measure-top", type=int, default=0, metavar="K",
                    help="after the search, re-measure the top K candidates on the real --device devices "
                         "(latency probes; PROFILE must be a device profile) and report predicted vs measured")
-    g = p.add_argument_group("evolution (HAT's defaults)")
-    g.add_argument("--population", type=int, default=125)
-    g.add_argument("--parents", type=int, default=25)
-    g.add_argument("--mutations", type=int, default=50)
-    g.add_argument("--crossovers", type=int, default=50)
-    g.add_argument("--mutation-prob", type=float, default=0.3)
-    g.add_argument("--iterations", type=int, default=30)
+    g = p.add_argument_group("evolution (HAT's defaults; hat/pareto use all, steady population, parents and "
+                             "mutation-prob)")
+    for f in fields(EngineOptions):  # one flag per declared engine option
+        g.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
+                       help=f"{EngineOptions.HELP[f.name]} (default {f.default})")
     p.add_argument("--json", action="store_true", help="print result.json")
     p.set_defaults(func=_run)
 
@@ -91,13 +91,8 @@ def limits_in_ms(devices: list[tuple[str, float, str]], predictors: dict[str, An
     return out
 
 
-def _engine_kwargs(args: argparse.Namespace) -> dict:
-    if args.algorithm in ("hat", "pareto"):
-        return {"population": args.population, "parents": args.parents, "mutations": args.mutations,
-                "crossovers": args.crossovers, "mutation_prob": args.mutation_prob, "iterations": args.iterations}
-    if args.algorithm == "steady":
-        return {"population": args.population, "parents": args.parents, "mutation_prob": args.mutation_prob}
-    return {}
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    return EngineOptions(**{f.name: getattr(args, f.name) for f in fields(EngineOptions)})
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -109,8 +104,9 @@ def _check(args: argparse.Namespace) -> None:
         raise HatRayError(f"--measure-top must be 0 (off) or a positive number of candidates, got {args.measure_top}")
     if args.algorithm != "pareto" and not args.device:
         raise HatRayError("give at least one --device PROFILE:LIMIT_MS (or use --algorithm pareto)")
-    if args.parents > args.population or args.parents < 1 or args.iterations < 1:
-        raise HatRayError("evolution needs 1 <= --parents <= --population and --iterations >= 1")
+    problems = engine_options(args).problems(args.algorithm, prefix="--")
+    if problems:
+        raise HatRayError("; ".join(p.replace("_", "-") for p in problems))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -137,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
     batches = validation_batches(ckpt, args.data, args.data_dir, space.super.max_positions, args.max_tokens,
                                  args.valid_sentences, source=args.supernet)
     options = SearchOptions(algorithm=args.algorithm, budget=args.budget, scorers=args.scorers, seed=args.seed,
-                            threads_per_scorer=args.threads, use_gpu=args.gpu, engine_kwargs=_engine_kwargs(args),
+                            threads_per_scorer=args.threads, use_gpu=args.gpu, engine_kwargs=engine_options(args).kwargs(args.algorithm),
                             measure_top=args.measure_top)
     info = {"supernet": str(args.supernet), "devices": [[d, lim if math.isfinite(lim) else None] for d, lim in limits],
             "limits": [[d, f"{v:g}ref" if unit == "ref" else (v if math.isfinite(v) else None)] for d, v, unit in devices],

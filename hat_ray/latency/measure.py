@@ -24,7 +24,9 @@ right after one run of the space's reference Arch (:func:`reference_arch`, its m
 per bench); the reference's next run (the next pair's, or one closing run) follows it, so each
 Arch run sits between two reference runs. ``latency_ref`` = median over rounds of t_arch / the
 mean of the two reference runs around it: the drift, common to all three, cancels (to first
-order, also a drift within the pair). A pair with a preempted run (``min_cpu_share``) is timed again (at most one
+order, also a drift within the pair). After ``rounds`` rounds, Archs whose median ratio is not
+yet precise (relative standard error, from the robust spread, above ``precision``) get extra
+rounds, up to ``max_rounds``: a noisy phase of the machine costs time, not accuracy. A pair with a preempted run (``min_cpu_share``) is timed again (at most one
 extra pair per pair on average). Every record also keeps the absolute ms (the profile's
 statistic over the rounds), the spread of the ratio (``latency_ref_iqr``), the reference's ms
 in each of the Arch's rounds (``reference_ms_rounds``, JSON) and their median (``reference_ms``);
@@ -309,8 +311,13 @@ class ReferenceBench:
             (r_enc, s1), (r_dec, s2) = timer(ref[0]), timer(ref[1])
             return r_enc + r_dec, min(s1, s2)
 
-        for _ in range(proto.rounds):
-            for i in rng.permutation(len(works)):
+        active = list(range(len(works)))
+        for done in range(max(proto.max_rounds, proto.rounds)):
+            if done >= proto.rounds:  # extra rounds, only for the Archs whose ratio is not yet precise
+                active = [i for i in active if _relative_se(_ratios(times[i])) > proto.precision]
+                if not active:
+                    break
+            for i in rng.permutation(active):
                 while True:
                     r_ms, r_share = reference_run()
                     (a_enc, s3), (a_dec, s4) = timer(works[i][0]), timer(works[i][1])
@@ -337,8 +344,7 @@ class ReferenceBench:
             stats[part].update(attempts=1, dropped=t["dropped"])
         record = _record(arch, self.profile, self.space, stats, self.vocab)
         ref_ms = np.asarray(t["ref"])
-        # the reference's speed at the Arch's run: the mean of its runs right before and right after
-        ratios = np.add(t["enc"], t["dec"]) / ((ref_ms + np.asarray(t["ref_after"])) / 2)
+        ratios = _ratios(t)
         record.update(
             latency_ref=float(np.median(ratios)),
             latency_ref_iqr=float(np.subtract(*np.percentile(ratios, [75, 25]))),
@@ -349,6 +355,25 @@ class ReferenceBench:
         )
         record.update(state)
         return record
+
+
+def _ratios(t: dict[str, Any]) -> np.ndarray:
+    """Per round: the Arch's time over the reference's speed at that moment (the mean of the
+    reference runs right before and right after it)."""
+    after = np.asarray(t["ref_after"][:len(t["ref"])], dtype=float)
+    if len(after) < len(t["ref"]):  # the last pair's closing run is not timed yet: use the one before
+        after = np.append(after, t["ref"][len(after):])
+    return np.add(t["enc"], t["dec"]) / ((np.asarray(t["ref"], dtype=float) + after) / 2)
+
+
+def _relative_se(ratios: np.ndarray) -> float:
+    """Standard error of the median ratio relative to it, from the robust spread (1.4826 MAD):
+    1.2533 sigma / sqrt(n) (the median's efficiency under normal noise)."""
+    if len(ratios) < 3:
+        return float("inf")
+    median = float(np.median(ratios))
+    sigma = 1.4826 * float(np.median(np.abs(ratios - median)))
+    return 1.2533 * sigma / np.sqrt(len(ratios)) / median
 
 
 def _record(arch: Arch, profile: DeviceProfile, space: SearchSpace, stats: dict[str, dict[str, float]],

@@ -30,6 +30,8 @@ File format (``device_profiles/*.yaml``)::
                                  #   each Arch timed right after the space's reference Arch
       rounds: 7                  # reference mode: rounds (one reference + Arch pair per Arch each)
       batch_archs: 8             # reference mode: Archs measured together (their models held in memory)
+      max_rounds: 7              # reference mode: extra rounds, up to this, for Archs whose ratio is not
+      precision: 0.01            #   yet this precise (relative standard error of its median)
     latency_normaliser_ms: 5000  # HAT's predictor target scale for this device
 
 Validation reports every problem at once (ConfigError), like search spaces.
@@ -73,6 +75,8 @@ class Protocol:
     mode: str = "sequential"
     rounds: int = 7
     batch_archs: int = 8
+    max_rounds: int = 7
+    precision: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -186,7 +190,7 @@ def _parse_protocol(raw: Any, problems: list[str]) -> Protocol | None:
     defaults = asdict(Protocol())
     problems += [f"protocol: unknown key {k!r} (allowed: {sorted(defaults)})" for k in raw if k not in defaults]
     v = {**defaults, **{k: raw[k] for k in raw if k in defaults}}
-    for key in ("batch", "beam", "vocab", "runs", "max_runs", "max_attempts", "rounds", "batch_archs"):
+    for key in ("batch", "beam", "vocab", "runs", "max_runs", "max_attempts", "rounds", "batch_archs", "max_rounds"):
         if not _is_int(v[key]) or v[key] < 1:
             problems.append(f"protocol.{key} must be a positive integer, got {v[key]!r}")
     if not _is_int(v["warmup"]) or v["warmup"] < 0:
@@ -204,6 +208,8 @@ def _parse_protocol(raw: Any, problems: list[str]) -> Protocol | None:
         problems.append(f"protocol.band must be [low, high] with 0 <= low < high <= 1, got {band!r}")
     if v["statistic"] not in _STATISTICS:
         problems.append(f"protocol.statistic must be one of {list(_STATISTICS)}, got {v['statistic']!r}")
+    if not _is_pos_number(v["precision"]):
+        problems.append(f"protocol.precision must be a positive number, got {v['precision']!r}")
     if v["mode"] not in MODES:
         problems.append(f"protocol.mode must be one of {list(MODES)}, got {v['mode']!r}")
     if not _is_pos_number(v["max_cv"]):
@@ -213,7 +219,7 @@ def _parse_protocol(raw: Any, problems: list[str]) -> Protocol | None:
     if len(problems) > start:
         return None
     v["band"] = (float(band[0]), float(band[1]))
-    v["max_cv"], v["min_cpu_share"] = float(v["max_cv"]), float(v["min_cpu_share"])
+    v["max_cv"], v["min_cpu_share"], v["precision"] = float(v["max_cv"]), float(v["min_cpu_share"]), float(v["precision"])
     return Protocol(**v)
 
 

@@ -93,6 +93,13 @@ class SearchSection:
     gpu: bool = False  # each scorer asks Ray for one GPU and scores on it
     cpus_per_scorer: int = 1  # CPUs each scorer asks Ray for (and its torch threads)
 
+    def engine(self) -> Any:
+        """The engine settings of this section (declared, with their defaults and checks, by
+        :class:`hat_ray.search.evolution.EngineOptions`)."""
+        from hat_ray.search.evolution import EngineOptions
+
+        return EngineOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(EngineOptions)})
+
 
 @dataclass(frozen=True)
 class TrainSection:
@@ -194,6 +201,13 @@ class Experiment:
             problems.append(f"latency.model must be default or hat-mlp, got {self.latency.model!r}")
         if self.search.algorithm not in ("hat", "steady", "random"):
             problems.append(f"search.algorithm must be hat, steady or random, got {self.search.algorithm!r}")
+        else:
+            problems += self.search.engine().problems(self.search.algorithm, prefix="search.")
+        if self.search.budget is not None and self.search.budget < 1:
+            problems.append(f"search.budget must be >= 1 (or null: the algorithm's own end), got {self.search.budget}")
+        if self.search.margin < 0:
+            problems.append(f"search.margin must be >= 0 predictor standard deviations, got {self.search.margin}")
+        problems += _training_problems(self)
         if self.train.init not in ("supernet", "scratch"):
             problems.append(f"train.init must be supernet or scratch, got {self.train.init!r}")
         from hat_ray.pipeline.baselines import BASELINES
@@ -209,6 +223,21 @@ class Experiment:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "source"}
+
+
+def _training_problems(exp: Experiment) -> list[str]:
+    """The supernet and train sections checked by the training configuration's own rules
+    (:meth:`hat_ray.train.config.TrainConfig.problems_of`), before any stage runs."""
+    from hat_ray.train.config import TrainConfig
+
+    problems = []
+    for name, mode in (("supernet", "supernet"), ("train", "subnet")):
+        section = dataclasses.asdict(getattr(exp, name))
+        values = {k: v for k, v in section.items() if k in TrainConfig.__dataclass_fields__}
+        # the budget is reported once, in the section's own words, by Experiment.check
+        problems += [f"{name}.{p}" for p in TrainConfig.problems_of({**values, "mode": mode})
+                     if not p.startswith("give --max-updates")]
+    return problems
 
 
 def parse_limit(limit: Any) -> tuple[str, float] | None:

@@ -179,7 +179,9 @@ def _pred_vs_measured_png(models: list[dict[str, Any]], devices: list[str]) -> b
 
 
 def _bleu_png(models: list[dict[str, Any]], devices: list[str]) -> bytes | None:
-    dev = next((d for d in devices if any(m["measured_ms"].get(d) is not None for m in models)), None)
+    """BLEU vs latency on the first device where every model was measured; else predicted latency
+    (one model whose measurement failed must not mix the two, nor crash the plot)."""
+    dev = next((d for d in devices if all(m["measured_ms"].get(d) is not None for m in models)), None)
     key = "measured_ms" if dev else "predicted_ms"
     dev = dev or devices[0]
     plt, fig, ax = _figure()

@@ -194,6 +194,12 @@ def _check_stale(state: PipelineState, fps: dict[str, str], start: str | None) -
 
 def _clear_from(out: Path, state: PipelineState, start: str, say: Callable[[str], None]) -> None:
     later = list(NAMES[NAMES.index(start):])
+    if not state.path.is_file():  # not a pipeline's folder: its files are not ours to delete
+        present = [rel for stage in STAGES if stage.name in later for rel in stage.outputs if (out / rel).exists()]
+        if present:
+            raise HatRayError(f"--from {start}: {out} has no pipeline.json, so it is not a hat-ray pipeline's output "
+                              f"folder, yet it holds {', '.join(present)}: refusing to delete them; choose another "
+                              "output folder (--out)")
     for stage in STAGES:
         if stage.name not in later:
             continue

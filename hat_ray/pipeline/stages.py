@@ -250,14 +250,9 @@ def search_options(exp: Experiment) -> Any:
     from hat_ray.search.run import SearchOptions
 
     s = exp.search
-    engine = {"population": s.population, "parents": s.parents, "mutation_prob": s.mutation_prob}
-    if s.algorithm == "hat":
-        engine.update(mutations=s.mutations, crossovers=s.crossovers, iterations=s.iterations)
-    elif s.algorithm == "random":
-        engine = {}
     return SearchOptions(algorithm=s.algorithm, budget=s.budget, scorers=s.scorers, seed=s.seed,
                          threads_per_scorer=s.cpus_per_scorer, scorer_cpus=float(s.cpus_per_scorer),
-                         use_gpu=s.gpu, engine_kwargs=engine)
+                         use_gpu=s.gpu, engine_kwargs=s.engine().kwargs(s.algorithm))
 
 
 def stage_search(ctx: Context) -> dict[str, Any]:
@@ -358,7 +353,9 @@ def stage_evaluate(ctx: Context, models: list[dict[str, Any]]) -> dict[str, Any]
     from hat_ray.data.tokenizer import tokenizer_from_checkpoint
     from hat_ray.latency.predictor import LatencyPredictor
     from hat_ray.model.accounting import count_flops, count_params
+    from hat_ray.search.inputs import validation_batches
     from hat_ray.train.evaluate import evaluate
+    from hat_ray.train.loss import validation_loss
     from hat_ray.train.state import LAST
 
     e, d = ctx.exp.evaluate, ctx.exp.data
@@ -383,7 +380,13 @@ def stage_evaluate(ctx: Context, models: list[dict[str, Any]]) -> dict[str, Any]
                 corpus = corpus.subset(range(min(d.test_sentences, len(corpus))))
             result = evaluate(model, None, tokenizer, corpus, e.beam, e.lenpen, e.max_tokens)
             arch = Arch.from_dict(m["arch"])
-            row = {**{k: m[k] for k in ("name", "role", "arch", "targets", "also")}, **result.to_json(),
+            # evaluate()'s loss is on the pairs it translated: the TEST split here; the validation loss
+            # (what the search selected on) comes from the validation pairs the search scored
+            valid = validation_batches(ckpt, d.name, d.data_dir, model.config.max_positions, e.max_tokens,
+                                       d.valid_sentences, source=m["name"])
+            scores = {**result.to_json(), "test_loss": result.valid_loss,
+                      "valid_loss": validation_loss(model, None, valid)}
+            row = {**{k: m[k] for k in ("name", "role", "arch", "targets", "also")}, **scores,
                    "test_split": d.test_split, "test_sentences": len(corpus),
                    "params": count_params(arch, q), "flops": count_flops(arch, q, seq),
                    "predicted_ms": {dev: float(p.predict([arch])[0]) for dev, p in predictors.items()},

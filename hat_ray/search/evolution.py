@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -188,8 +189,9 @@ class HatEvolution(Engine):
                  budget: int | None = None, population: int = 125, parents: int = 25, mutations: int = 50,
                  crossovers: int = 50, mutation_prob: float = 0.3, iterations: int = 30, **kwargs: Any) -> None:
         super().__init__(space, constraints, seed, budget, **kwargs)
-        if parents < 1 or population < parents or iterations < 1:
-            raise ValueError("need 1 <= parents <= population and iterations >= 1")
+        problems = EngineOptions(population, parents, mutations, crossovers, mutation_prob, iterations).problems(self.name)
+        if problems:
+            raise ValueError("; ".join(problems))
         self.population_size, self.parents, self.mutations = population, parents, mutations
         self.crossovers, self.mutation_prob, self.iterations = crossovers, mutation_prob, iterations
         self.generation = -1
@@ -318,6 +320,50 @@ class SteadyStateEvolution(Engine):
 ENGINES: dict[str, type[Engine]] = {
     e.name: e for e in (HatEvolution, SteadyStateEvolution, RandomSearch, ParetoEvolution)
 }
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The engines' settings, declared once with HAT's defaults: the search CLI's flags and the
+    pipeline's ``search:`` section are checked against this (:meth:`problems`) and build the
+    engine's arguments from it (:meth:`kwargs`). Which settings an algorithm uses: ``USES``."""
+
+    population: int = 125
+    parents: int = 25
+    mutations: int = 50
+    crossovers: int = 50
+    mutation_prob: float = 0.3
+    iterations: int = 30
+
+    USES = {"hat": ("population", "parents", "mutations", "crossovers", "mutation_prob", "iterations"),
+            "pareto": ("population", "parents", "mutations", "crossovers", "mutation_prob", "iterations"),
+            "steady": ("population", "parents", "mutation_prob"), "random": ()}
+    HELP = {"population": "Archs per generation (steady: random Archs before breeding)",
+            "parents": "best Archs kept as parents", "mutations": "children by mutation per generation",
+            "crossovers": "children by crossover per generation", "mutation_prob": "chance to resample each gene",
+            "iterations": "generations after the first"}
+
+    def problems(self, algorithm: str, prefix: str = "") -> list[str]:
+        """Every invalid value for ``algorithm`` (``prefix`` names where the values came from)."""
+        if algorithm not in self.USES:
+            return [f"{prefix}algorithm must be one of {', '.join(self.USES)}, got {algorithm!r}"]
+        used, out = self.USES[algorithm], []
+        for name in ("population", "parents", "iterations"):
+            if name in used and getattr(self, name) < 1:
+                out.append(f"{prefix}{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("mutations", "crossovers"):
+            if name in used and getattr(self, name) < 0:
+                out.append(f"{prefix}{name} must be >= 0, got {getattr(self, name)}")
+        if "parents" in used and self.parents > self.population >= 1:
+            out.append(f"{prefix}parents ({self.parents}) must be <= population ({self.population})")
+        if "mutation_prob" in used and not 0 <= self.mutation_prob <= 1:
+            out.append(f"{prefix}mutation_prob must be in [0, 1], got {self.mutation_prob}")
+        return out
+
+    def kwargs(self, algorithm: str) -> dict[str, Any]:
+        """The engine's keyword arguments for ``algorithm``."""
+        values = asdict(self)
+        return {name: values[name] for name in self.USES[algorithm]}
 
 
 def make_engine(algorithm: str, space: SearchSpace, constraints: Constraints | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from types import SimpleNamespace
 from typing import Any
 
 from hat_ray.errors import ConfigError
@@ -45,41 +46,49 @@ class TrainConfig:
     trace: bool = False  # per-rank JSONL of Archs and gradient hashes (tests / debugging)
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.mode not in MODES:
-            problems.append(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.max_updates is None and self.max_minutes is None:
-            problems.append("give --max-updates or --max-minutes (or both)")
-        for name in ("max_tokens", "update_freq", "log_every"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_updates is not None and self.max_updates < 0:
-            problems.append(f"max_updates must be >= 0, got {self.max_updates}")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            problems.append(f"max_minutes must be > 0, got {self.max_minutes}")
-        if self.schedule not in SCHEDULES:
-            problems.append(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.schedule == "cosine" and self.max_updates is None:
-            problems.append("the cosine schedule needs --max-updates (its horizon); use inverse_sqrt with a time budget")
-        if self.dropout is not None and not 0 <= self.dropout < 1:
-            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
-        if not 0 <= self.label_smoothing < 1:
-            problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.lr <= 0 or self.warmup_updates < 0:
-            problems.append("lr must be > 0 and warmup_updates >= 0")
-        if self.sandwich and self.mode != "supernet":
-            problems.append("the sandwich rule applies to supernet training only")
-        if not 0 <= self.largest_prob <= 1:
-            problems.append(f"largest_prob must be in [0, 1], got {self.largest_prob}")
-        elif self.largest_prob and (self.sandwich or self.mode != "supernet"):
-            problems.append("largest_prob applies to supernet training without the sandwich rule (which trains "
-                            "the largest Arch every update already)")
-        if self.largest_first < 0:
-            problems.append(f"largest_first must be >= 0 updates, got {self.largest_first}")
-        elif self.largest_first and self.mode != "supernet":
-            problems.append("largest_first applies to supernet training only")
+        problems = self.problems_of(asdict(self))
         if problems:
             raise ConfigError("training configuration", problems)
+
+    @classmethod
+    def problems_of(cls, values: dict[str, Any]) -> list[str]:
+        """Every problem of these settings (defaults for the missing ones), without raising: the
+        pipeline checks its supernet and train sections with it before any stage runs."""
+        c = SimpleNamespace(**{**{f.name: f.default for f in fields(cls)}, **values})
+        problems = []
+        if c.mode not in MODES:
+            problems.append(f"mode must be one of {MODES}, got {c.mode!r}")
+        if c.max_updates is None and c.max_minutes is None:
+            problems.append("give --max-updates or --max-minutes (or both)")
+        for name in ("max_tokens", "update_freq", "log_every"):
+            if getattr(c, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(c, name)}")
+        if c.max_updates is not None and c.max_updates < 0:
+            problems.append(f"max_updates must be >= 0, got {c.max_updates}")
+        if c.max_minutes is not None and c.max_minutes <= 0:
+            problems.append(f"max_minutes must be > 0, got {c.max_minutes}")
+        if c.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {SCHEDULES}, got {c.schedule!r}")
+        if c.schedule == "cosine" and c.max_updates is None:
+            problems.append("the cosine schedule needs --max-updates (its horizon); use inverse_sqrt with a time budget")
+        if c.dropout is not None and not 0 <= c.dropout < 1:
+            problems.append(f"dropout must be in [0, 1), got {c.dropout}")
+        if not 0 <= c.label_smoothing < 1:
+            problems.append(f"label_smoothing must be in [0, 1), got {c.label_smoothing}")
+        if c.lr <= 0 or c.warmup_updates < 0:
+            problems.append("lr must be > 0 and warmup_updates >= 0")
+        if c.sandwich and c.mode != "supernet":
+            problems.append("the sandwich rule applies to supernet training only")
+        if not 0 <= c.largest_prob <= 1:
+            problems.append(f"largest_prob must be in [0, 1], got {c.largest_prob}")
+        elif c.largest_prob and (c.sandwich or c.mode != "supernet"):
+            problems.append("largest_prob applies to supernet training without the sandwich rule (which trains "
+                            "the largest Arch every update already)")
+        if c.largest_first < 0:
+            problems.append(f"largest_first must be >= 0 updates, got {c.largest_first}")
+        elif c.largest_first and c.mode != "supernet":
+            problems.append("largest_first applies to supernet training only")
+        return problems
 
     def schedule_fn(self) -> Schedule:
         return Schedule(self.schedule, self.lr, self.warmup_updates, self.warmup_init_lr, self.min_lr,
