@@ -41,8 +41,9 @@ from hat_ray.arch import Arch
 from hat_ray.data.batching import collate, encode_corpus
 from hat_ray.data.datasets import load_split
 from hat_ray.model.layers import make_positions, sinusoid_table
-from hat_ray.model.transformer import PAD, ModelConfig, Transformer, build_super
+from hat_ray.model.transformer import ModelConfig, Transformer, build_super
 from hat_ray.space import SearchSpace
+from hat_ray.tokens import PAD
 from hat_ray.train.config import TrainConfig
 from hat_ray.train.evaluate import sacre_bleu, tokenized_bleu, translate
 from hat_ray.train.run import DataOptions, prepare_data

@@ -12,9 +12,7 @@ Layout (a dict, loadable with ``torch.load(weights_only=True)``)::
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +21,8 @@ from typing import Any
 import torch
 
 from hat_ray.arch import Arch
-from hat_ray.errors import DataError, OutputError
+from hat_ray.errors import DataError
+from hat_ray.io import atomic_write
 from hat_ray.model.extract import extract_subnet
 from hat_ray.model.transformer import ModelConfig, Transformer
 from hat_ray.space import SearchSpace
@@ -31,38 +30,6 @@ from hat_ray.space import SearchSpace
 FORMAT = "hat-ray-checkpoint"
 VERSION = 1
 EARLIER = "use an earlier checkpoint or import HAT files with `hat-ray import-hat`"
-
-
-def atomic_write(path: str | Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``: readers never see a partial file and
-    an interrupted write leaves the previous file intact. OutputError naming ``path`` when it
-    cannot be written (a file where a folder should be, permissions, disk full); the temp file
-    is always removed."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise _output_error(path, exc) from None
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600: give the file the usual permissions
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise _output_error(path, exc) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _output_error(path: Path, exc: OSError) -> OutputError:
-    return OutputError(f"cannot write {path}: {exc.strerror or exc}; the previous file (if any) is intact: "
-                       "choose a writable location or free some space")
 
 
 def make_checkpoint(model: Transformer, space: SearchSpace, vocab: Mapping[str, list[str]] | None = None,

@@ -8,8 +8,9 @@ import torch
 
 from hat_ray.data.batching import Batch
 from hat_ray.model.accounting import count_flops
-from hat_ray.model.transformer import EOS, PAD, build_super
+from hat_ray.model.transformer import build_super
 from hat_ray.space import SearchSpace
+from hat_ray.tokens import EOS, PAD
 
 TINY = {
     "name": "tiny",

@@ -35,6 +35,7 @@ from hat_ray.latency.dataset import HAT_COLUMNS, LatencyDataset
 from hat_ray.space import SearchSpace
 
 pytestmark = pytest.mark.timeout(120)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---- the shared, valid inputs every row starts from ----
@@ -218,6 +219,44 @@ def malicious_pickle(d: Path) -> Path:
     path = d / "evil.pt"
     torch.save({"args": None, "model": {}, "extra_state": Shell()}, path)
     return path
+
+
+def experiment_yaml(w: Workspace, d: Path, edit: Callable[[dict], Any]) -> Path:
+    """An experiment file for `hat-ray pipeline` (valid: :func:`test_the_experiment_rows_start_from_a_valid_file`)
+    on the workspace's space and corpus, with ``edit`` applied; its ``out`` is an existing folder."""
+    exp: dict[str, Any] = {
+        "name": "tiny", "space": str(w.space), "out": str(out_dir(d)),
+        "devices": [{"profile": "local_cpu", "limits_ms": ["p40", 30]}],
+        "data": {"name": str(w.data), "vocab_size": 300, "valid_sentences": 20, "test_sentences": 10},
+        "supernet": {"max_updates": 2, "max_tokens": 300, "warmup_updates": 1, "threads": 1},
+        "latency": {"archs": 12},
+        "search": {"algorithm": "hat", "scorers": 1, "population": 6, "parents": 2, "mutations": 2, "crossovers": 2,
+                   "iterations": 2, "max_tokens": 300},
+        "train": {"max_updates": 1, "baselines": ["largest", "smallest"], "max_tokens": 300, "threads": 1},
+        "evaluate": {"beam": 1},
+    }
+    edit(exp)
+    return write(d / "experiment.yaml", yaml.safe_dump(exp))
+
+
+def pipeline(w: Workspace, d: Path, edit: Callable[[dict], Any]) -> list[Any]:
+    return ["pipeline", experiment_yaml(w, d, edit)]
+
+
+def section(part: str, /, **values: Any) -> Callable[[dict], Any]:
+    """An edit setting ``values`` in section ``part`` of an experiment."""
+    return lambda e: e[part].update(values)
+
+
+def device(**values: Any) -> Callable[[dict], Any]:
+    """An edit setting ``values`` in the experiment's first device entry."""
+    return lambda e: e["devices"][0].update(values)
+
+
+def few_latency_rows(d: Path) -> Path:
+    """A latency dataset of the tiny space with 4 local_cpu rows (a predictor needs 10)."""
+    LatencyDataset(_latency_rows(tiny_space(), "local_cpu", 4, 5), source="test").save(d / "few.parquet")
+    return d / "few.parquet"
 
 
 # ---- the table: (id, argv builder, needle naming the problem, substring of the suggested fix) ----
@@ -422,6 +461,178 @@ CASES: list[tuple[Any, ...]] = [  # (id, build(ws, folder) -> argv, needle, fix[
     ("search-resume-nothing", lambda w, d: search(w, d, "--resume"), "nothing to resume", "run without --resume"),
     ("search-misaligned-valid", lambda w, d: search(w, d, data=corpus(d, valid_src="a\n")),
      "valid.src has 1 lines but", "same number of lines"),
+    # hat-ray pipeline: bad experiment files, every section and every kind of bad value (unknown or
+    # missing key, wrong type, out of range, unknown name, two settings that contradict each other),
+    # all refused by Experiment.check before the first stage starts (the `out` folder untouched)
+    ("pipeline-unknown-key", lambda w, d: pipeline(w, d, lambda e: e.update(devcies=[])),
+     "unknown key(s) devcies (did you mean devices?)", "known: name, space"),
+    ("pipeline-missing-key", lambda w, d: pipeline(w, d, lambda e: e.pop("space")),
+     "space: missing (required)", "experiments/demo.yaml"),
+    ("pipeline-not-a-mapping", lambda w, d: ["pipeline", write(d / "experiment.yaml", "- name: tiny\n")],
+     "must be a YAML mapping", "mapping"),
+    ("pipeline-empty-name", lambda w, d: pipeline(w, d, lambda e: e.update(name="")),
+     "name: give the experiment a name", "give"),
+    ("pipeline-unknown-space", lambda w, d: pipeline(w, d, lambda e: e.update(space="tiny_typo")),
+     "space: unknown search space 'tiny_typo'", "use one of demo"),
+    ("pipeline-out-is-a-file", lambda w, d: pipeline(w, d, lambda e: e.update(out=str(out_file(d, "run.txt")))),
+     "out: ", "is a file, not a folder; choose another out"),
+    ("pipeline-address-not-text", lambda w, d: pipeline(w, d, lambda e: e.update(address=6379)),
+     "address: expected a string or null, got 6379", "experiments/demo.yaml"),
+    # data:
+    ("pipeline-data-unknown-name", lambda w, d: pipeline(w, d, section("data", name="wmt15")),
+     "data.name: 'wmt15' is not a dataset name", "multi30k, wmt14_en_de"),
+    ("pipeline-data-dir-missing", lambda w, d: pipeline(w, d, section("data", name="multi30k",
+                                                                      data_dir=str(d / "none"))),
+     "data.data_dir: ", "is not a folder (expected one holding the multi30k files)"),
+    ("pipeline-data-dir-for-synthetic", lambda w, d: pipeline(w, d, section("data", name="synthetic",
+                                                                            data_dir=str(w.data))),
+     "data.data_dir: the synthetic corpus is generated", "drop data_dir"),
+    ("pipeline-data-unknown-test-split", lambda w, d: pipeline(w, d, section("data", test_split="tst")),
+     "data.test_split: unknown split 'tst'", "use one of train, valid, test"),
+    ("pipeline-data-no-test-split", lambda w, d: pipeline(w, d, section(
+        "data", name=str(_without(corpus(d), "test.src", "test.tgt")))), "data.test_split: ", "no test split"),
+    ("pipeline-data-bad-language", lambda w, d: pipeline(w, d, section("data", src_lang="en/de")),
+     "data.src_lang: 'en/de' is not a language suffix", "like 'en'"),
+    ("pipeline-data-vocab-bool", lambda w, d: pipeline(w, d, section("data", vocab_size=True)),
+     "data.vocab_size: expected an integer, got True", "experiments/demo.yaml"),
+    ("pipeline-data-vocab-tiny", lambda w, d: pipeline(w, d, section("data", vocab_size=3)),
+     "data.vocab_size must be >= 16", ">= 16"),
+    ("pipeline-data-zero-valid-sentences", lambda w, d: pipeline(w, d, section("data", valid_sentences=0)),
+     "data.valid_sentences must be >= 1", "or null: all"),
+    ("pipeline-data-negative-test-sentences", lambda w, d: pipeline(w, d, section("data", test_sentences=-3)),
+     "data.test_sentences must be >= 1", "or null: all"),
+    ("pipeline-data-download-text", lambda w, d: pipeline(w, d, section("data", download="yes")),
+     "data.download: expected true/false, got 'yes'", "experiments/demo.yaml"),
+    # devices:
+    ("pipeline-devices-empty", lambda w, d: pipeline(w, d, lambda e: e.update(devices=[])),
+     "devices: list at least one device profile", "with its latency limits"),
+    ("pipeline-devices-not-a-list", lambda w, d: pipeline(w, d, lambda e: e.update(devices="local_cpu")),
+     "devices: expected a list, got 'local_cpu'", "experiments/demo.yaml"),
+    ("pipeline-device-unknown-profile", lambda w, d: pipeline(w, d, device(profile="rpi5")),
+     "devices[0].profile: unknown device profile 'rpi5'", "use one of"),
+    ("pipeline-device-missing-profile", lambda w, d: pipeline(w, d, lambda e: e["devices"][0].pop("profile")),
+     "devices[0].profile: missing (required)", "experiments/demo.yaml"),
+    ("pipeline-device-unknown-key", lambda w, d: pipeline(w, d, device(limit=[30])),
+     "devices[0]: unknown key(s) limit (did you mean limits_ms?)", "known: profile, limits_ms"),
+    ("pipeline-device-listed-twice", lambda w, d: pipeline(w, d, lambda e: e["devices"].append(
+        {"profile": str(ROOT / "device_profiles" / "local_cpu.yaml"), "limits_ms": [50]})),
+     "devices: a profile is listed twice (local_cpu: devices[0] and devices[1])", "give all its limits in one entry"),
+    ("pipeline-device-no-limits", lambda w, d: pipeline(w, d, device(limits_ms=[])),
+     "devices[0].limits_ms: give at least one limit", "'p30' for a percentile"),
+    ("pipeline-device-limit-garbage", lambda w, d: pipeline(w, d, device(limits_ms=["12xyz"])),
+     "devices[0].limits_ms: '12xyz' is neither", "a percentile like 'p30'"),
+    ("pipeline-device-limit-negative-text", lambda w, d: pipeline(w, d, device(limits_ms=["-3"])),
+     "devices[0].limits_ms: '-3' is neither", "positive number of ms"),
+    ("pipeline-device-limit-negative", lambda w, d: pipeline(w, d, device(limits_ms=[-3])),
+     "devices[0].limits_ms: -3.0 is neither", "positive number of ms"),
+    ("pipeline-device-limit-percentile-150", lambda w, d: pipeline(w, d, device(limits_ms=["p150"])),
+     "devices[0].limits_ms: 'p150' is neither", "a percentile like 'p30'"),
+    ("pipeline-device-limit-zero-ref", lambda w, d: pipeline(w, d, device(limits_ms=["0ref"])),
+     "devices[0].limits_ms: '0ref' is neither", "like '1.2ref'"),
+    ("pipeline-device-limit-bool", lambda w, d: pipeline(w, d, device(limits_ms=[True])),
+     "devices[0].limits_ms[0]: expected a finite number or a string, got True", "experiments/demo.yaml"),
+    ("pipeline-device-limit-infinite", lambda w, d: pipeline(w, d, device(limits_ms=[float("inf")])),
+     "devices[0].limits_ms[0]: expected a finite number or a string, got inf", "experiments/demo.yaml"),
+    ("pipeline-device-limit-twice", lambda w, d: pipeline(w, d, device(limits_ms=["p40", "p40.0"])),
+     "devices[0].limits_ms: 'p40.0' is listed twice", "one search per limit"),
+    ("pipeline-device-ref-limit-sequential", lambda w, d: pipeline(w, d, device(
+        profile=str(profile_yaml(d, lambda p: p["protocol"].update(mode="sequential"))), limits_ms=["1.2ref"])),
+     "'1.2ref' is in reference units, but local_cpu is measured with the sequential protocol",
+     "give ms or a percentile"),
+    ("pipeline-device-not-here", lambda w, d: pipeline(w, d, device(profile="raspberrypi4", limits_ms=[4500])),
+     "devices[0].profile: raspberrypi4 cannot be measured on this machine", "give the address of a Ray cluster"),
+    ("pipeline-device-latency-data-missing", lambda w, d: pipeline(w, d, device(latency_data=str(d / "none.csv"))),
+     "devices[0].latency_data: ", "is not a file (give a hat-ray latency dataset .parquet or HAT's latency CSV)"),
+    ("pipeline-device-latency-data-corrupt", lambda w, d: pipeline(w, d, device(latency_data=str(_corrupt_lat(d)))),
+     "devices[0].latency_data: ", "is not a readable Parquet latency dataset"),
+    ("pipeline-device-latency-data-other-space", lambda w, d: pipeline(w, d, device(latency_data=str(w.demo_lat))),
+     "rows are from search space demo but the predictor is for space tiny", "fit on demo rows"),
+    ("pipeline-device-latency-data-few-rows", lambda w, d: pipeline(w, d, device(
+        latency_data=str(few_latency_rows(d)))), "4 rows; a predictor needs at least 10", "at least 10"),
+    ("pipeline-device-latency-data-ref-limit", lambda w, d: pipeline(w, d, device(
+        latency_data=str(few_latency_rows(d)), limits_ms=["1.2ref"])),
+     "'1.2ref' is in reference units, but the device's latency_data is imported", "give ms or a percentile"),
+    # supernet:
+    ("pipeline-supernet-not-a-mapping", lambda w, d: pipeline(w, d, lambda e: e.update(supernet=None)),
+     "supernet: expected a mapping, got NoneType", "experiments/demo.yaml"),
+    ("pipeline-supernet-no-budget", lambda w, d: pipeline(w, d, lambda e: e["supernet"].pop("max_updates")),
+     "supernet: give max_minutes or max_updates", "max_minutes or max_updates"),
+    ("pipeline-supernet-unknown-schedule", lambda w, d: pipeline(w, d, section("supernet", schedule="cosin")),
+     "supernet.schedule must be one of", "inverse_sqrt"),
+    ("pipeline-supernet-cosine-without-updates", lambda w, d: pipeline(w, d, section(
+        "supernet", schedule="cosine", max_updates=None, max_minutes=5)),
+     "supernet.schedule cosine needs max_updates", "use inverse_sqrt with a time budget"),
+    ("pipeline-supernet-infinite-minutes", lambda w, d: pipeline(w, d, section("supernet", max_minutes=float("inf"))),
+     "supernet.max_minutes: expected a finite number or null, got inf", "experiments/demo.yaml"),
+    ("pipeline-supernet-zero-threads", lambda w, d: pipeline(w, d, section("supernet", threads=0)),
+     "supernet.threads must be >= 1", "or null: torch's default"),
+    ("pipeline-supernet-negative-validate-every", lambda w, d: pipeline(w, d, section("supernet", validate_every=-5)),
+     "supernet.validate_every must be >= 0", ">= 0"),
+    ("pipeline-supernet-negative-seed", lambda w, d: pipeline(w, d, section("supernet", seed=-1)),
+     "supernet.seed must be >= 0", ">= 0"),
+    ("pipeline-supernet-sandwich-text", lambda w, d: pipeline(w, d, section("supernet", sandwich="yes")),
+     "supernet.sandwich: expected true/false, got 'yes'", "experiments/demo.yaml"),
+    ("pipeline-supernet-largest-prob-with-sandwich", lambda w, d: pipeline(w, d, section(
+        "supernet", sandwich=True, largest_prob=0.5)), "supernet.largest_prob applies to supernet training without "
+     "the sandwich rule", "trains the largest Arch every update already"),
+    ("pipeline-supernet-zero-workers", lambda w, d: pipeline(w, d, section("supernet", workers=0)),
+     "supernet.workers must be >= 1", ">= 1"),
+    # latency:
+    ("pipeline-latency-too-few-archs", lambda w, d: pipeline(w, d, section("latency", archs=5)),
+     "latency.archs must be >= 10", "the rows a latency predictor needs"),
+    ("pipeline-latency-unknown-model", lambda w, d: pipeline(w, d, section("latency", model="mlp")),
+     "latency.model must be one of ['default', 'hat-mlp'], got 'mlp'", "'hat-mlp'"),
+    ("pipeline-latency-holdout-negative", lambda w, d: pipeline(w, d, section("latency", holdout=-0.1)),
+     "latency.holdout must be in [0, 0.9)", "[0, 0.9)"),
+    ("pipeline-latency-negative-seed", lambda w, d: pipeline(w, d, section("latency", seed=-1)),
+     "latency.seed must be >= 0", ">= 0"),
+    ("pipeline-latency-archs-text", lambda w, d: pipeline(w, d, section("latency", archs="many")),
+     "latency.archs: expected an integer, got 'many'", "experiments/demo.yaml"),
+    ("pipeline-latency-typo", lambda w, d: pipeline(w, d, section("latency", arch=50)),
+     "latency: unknown key(s) arch (did you mean archs?)", "known: archs"),
+    # search:
+    ("pipeline-search-unknown-algorithm", lambda w, d: pipeline(w, d, section("search", algorithm="genetic")),
+     "search.algorithm must be one of", "hat"),
+    ("pipeline-search-parents-over-population", lambda w, d: pipeline(w, d, section("search", parents=7)),
+     "search.parents (7) must be <= population (6)", "<= population"),
+    ("pipeline-search-zero-max-tokens", lambda w, d: pipeline(w, d, section("search", max_tokens=0)),
+     "search.max_tokens must be >= 1", ">= 1"),
+    ("pipeline-search-negative-seed", lambda w, d: pipeline(w, d, section("search", seed=-1)),
+     "search.seed must be >= 0", ">= 0"),
+    ("pipeline-search-nan-margin", lambda w, d: pipeline(w, d, section("search", margin=float("nan"))),
+     "search.margin: expected a finite number, got nan", "experiments/demo.yaml"),
+    ("pipeline-search-population-list", lambda w, d: pipeline(w, d, section("search", population=[6])),
+     "search.population: expected an integer, got [6]", "experiments/demo.yaml"),
+    ("pipeline-search-zero-budget", lambda w, d: pipeline(w, d, section("search", budget=0)),
+     "search.budget must be >= 1", "or null: the algorithm's own end"),
+    ("pipeline-search-zero-scorers", lambda w, d: pipeline(w, d, section("search", scorers=0)),
+     "search.scorers must be >= 1", ">= 1"),
+    # train:
+    ("pipeline-train-unknown-init", lambda w, d: pipeline(w, d, section("train", init="hat")),
+     "train.init must be supernet or scratch, got 'hat'", "supernet or scratch"),
+    ("pipeline-train-unknown-baseline", lambda w, d: pipeline(w, d, section("train", baselines=["largest", "tall"])),
+     "train.baselines: unknown ['tall']", "use some of"),
+    ("pipeline-train-baseline-twice", lambda w, d: pipeline(w, d, section("train", baselines=["largest", "largest"])),
+     "train.baselines: ['largest'] listed twice", "list each baseline once"),
+    ("pipeline-train-baselines-not-a-list", lambda w, d: pipeline(w, d, section("train", baselines="largest")),
+     "train.baselines: expected a list, got 'largest'", "experiments/demo.yaml"),
+    ("pipeline-train-negative-threads", lambda w, d: pipeline(w, d, section("train", threads=-2)),
+     "train.threads must be >= 1", "or null: torch's default"),
+    ("pipeline-train-workers-bool", lambda w, d: pipeline(w, d, section("train", workers=True)),
+     "train.workers: expected an integer, got True", "experiments/demo.yaml"),
+    ("pipeline-train-zero-lr", lambda w, d: pipeline(w, d, section("train", lr=0)),
+     "train.lr must be > 0", "> 0"),
+    ("pipeline-train-supernet-only-key", lambda w, d: pipeline(w, d, section("train", sandwich=True)),
+     "train: unknown key(s) sandwich", "known: max_minutes"),
+    # evaluate:
+    ("pipeline-evaluate-zero-beam", lambda w, d: pipeline(w, d, section("evaluate", beam=0)),
+     "evaluate.beam must be >= 1", ">= 1"),
+    ("pipeline-evaluate-beam-text", lambda w, d: pipeline(w, d, section("evaluate", beam="4")),
+     "evaluate.beam: expected an integer, got '4'", "experiments/demo.yaml"),
+    ("pipeline-evaluate-negative-lenpen", lambda w, d: pipeline(w, d, section("evaluate", lenpen=-1.0)),
+     "evaluate.lenpen must be >= 0", "0: no length normalisation"),
+    ("pipeline-evaluate-zero-max-tokens", lambda w, d: pipeline(w, d, section("evaluate", max_tokens=0)),
+     "evaluate.max_tokens must be >= 1", ">= 1"),
 ]
 
 
@@ -464,7 +675,11 @@ def cli_logging():
 def test_table_has_every_command_and_enough_rows():
     assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
     prefixes = {c[0].split("-")[0] for c in CASES}
-    assert {"space", "arch", "import", "train", "evaluate", "measure", "collect", "fit", "eval", "search"} <= prefixes
+    assert {"space", "arch", "import", "train", "evaluate", "measure", "collect", "fit", "eval", "search",
+            "pipeline"} <= prefixes
+    # the experiment-file rows cover every section of the file
+    sections = {c[0].split("-")[1] for c in CASES if c[0].startswith("pipeline-")}
+    assert {"data", "device", "supernet", "latency", "search", "train", "evaluate"} <= sections
 
 
 class RayStarted(BaseException):
@@ -505,3 +720,45 @@ def test_console_script_prints_the_same_single_line(ws, tmp_path):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("hat-ray: error: "), proc.stderr
     assert needle in proc.stderr
+
+
+def test_the_experiment_rows_start_from_a_valid_file(ws, tmp_path):
+    """Each pipeline row is refused for its own mistake: the file it edits passes the check."""
+    from hat_ray.pipeline.config import Experiment
+
+    exp = Experiment.load(experiment_yaml(ws, tmp_path, lambda e: None))
+    assert exp.devices[0].limits_ms == ("p40", 30)
+
+
+def test_a_bad_experiment_reports_every_problem_in_one_line(ws, tmp_path, capsys, cli_logging, monkeypatch):
+    """Problems of every kind in several sections (a typo, a wrong type, a value out of range, an
+    unknown name, a device that does not exist, contradicting settings), all in the one line."""
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: (_ for _ in ()).throw(RayStarted("no Ray for a bad file")))
+
+    def edit(e: dict) -> None:
+        e["supernet"].update(max_update=5, threads=0)
+        e["data"].update(test_split="tst", vocab_size="big")
+        e["devices"].append({"profile": "rpi5", "limits_ms": ["12xyz", "p40"]})
+        e["latency"].update(model="mlp")
+        e["search"].update(parents=9, margin=-1.0)
+        e["train"].update(baselines=["largest", "tall"], max_updates=None)
+        e["evaluate"].update(beam=0)
+
+    argv = [str(a) for a in pipeline(ws, tmp_path, edit)]
+    before = _snapshot(tmp_path)
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("hat-ray: error: ") and err.count("\n") == 1, err
+    for needle in ("12 problems", "supernet: unknown key(s) max_update (did you mean max_updates?)",
+                   "supernet.threads must be >= 1", "data.test_split: unknown split 'tst'",
+                   "data.vocab_size: expected an integer, got 'big'",
+                   "devices[1].profile: unknown device profile 'rpi5'",
+                   "devices[1].limits_ms: '12xyz' is neither", "latency.model must be one of",
+                   "search.parents (9) must be <= population (6)", "search.margin must be >= 0",
+                   "train.baselines: unknown ['tall']", "train: give max_minutes or max_updates",
+                   "evaluate.beam must be >= 1", "experiments/demo.yaml"):
+        assert needle in err, f"{needle!r} not reported: {err}"
+    assert _snapshot(tmp_path) == before  # the out folder holds only what it held before
+

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from hat_ray.data.batching import BatchStream, EncodedCorpus, _flatten, collate, make_batches
 from hat_ray.data.synthetic import generate_pairs, synthetic_split
-from hat_ray.model.transformer import EOS, PAD
+from hat_ray.tokens import EOS, PAD
 
 
 def encoded(src: list[list[int]], tgt: list[list[int]]) -> EncodedCorpus:

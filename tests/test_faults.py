@@ -546,7 +546,7 @@ def test_every_output_write_goes_through_atomic_write_or_is_an_append_log():
                 found.add(rel)
             elif (rel, func) not in APPEND_ONLY:
                 unsafe.append(f"hat_ray/{rel}:{node.lineno} in {func}()")
-    assert unsafe == [], "writes outside atomic_write (use hat_ray.checkpoint.atomic_write): " + ", ".join(unsafe)
+    assert unsafe == [], "writes outside atomic_write (use hat_ray.io.atomic_write): " + ", ".join(unsafe)
     # the scan does see the atomic writers of every command's outputs
     assert {"checkpoint.py", "latency/dataset.py", "latency/predictor_io.py", "search/report.py", "train/logs.py",
             "cli/evaluate_cmd.py"} <= found

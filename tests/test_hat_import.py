@@ -29,8 +29,9 @@ from hat_ray.errors import DataError
 from hat_ray.model import hat_import
 from hat_ray.model.extract import extract_subnet
 from hat_ray.model.hat_import import import_hat_checkpoint, load_hat_file, read_fairseq_dict
-from hat_ray.model.transformer import EOS, PAD, Transformer, build_super
+from hat_ray.model.transformer import Transformer, build_super
 from hat_ray.space import SearchSpace
+from hat_ray.tokens import EOS, PAD
 
 TINY = {
     "name": "tiny",

@@ -11,9 +11,9 @@ import pytest
 
 from hat_ray.arch import FEATURE_NAMES
 from hat_ray.errors import ArchError, DeviceError
-from hat_ray.latency import DeviceProfile, measure
+from hat_ray.latency import DeviceProfile
 from hat_ray.latency.dataset import COLUMNS
-from hat_ray.latency.measure import ReferenceBench, _time_part, reference_arch, summarize
+from hat_ray.latency.measure import ReferenceBench, _time_part, measure, reference_arch, summarize
 from hat_ray.space import SearchSpace
 
 

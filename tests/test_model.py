@@ -12,9 +12,10 @@ from hat_ray.arch import Arch
 from hat_ray.model.accounting import count_params
 from hat_ray.model.decode import beam_search, greedy_decode
 from hat_ray.model.extract import extract_subnet
-from hat_ray.model.transformer import EOS, PAD, build_super
+from hat_ray.model.transformer import build_super
 from hat_ray.resources import bundled_names
 from hat_ray.space import SearchSpace
+from hat_ray.tokens import EOS, PAD
 
 VOCAB = 48
 N_ARCHS = 50

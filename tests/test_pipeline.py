@@ -19,10 +19,13 @@ from tiny_space import tiny_space_dict
 from hat_ray.cli.main import main
 from hat_ray.data.synthetic import synthetic_split
 from hat_ray.errors import ConfigError
-from hat_ray.pipeline import stages as st
 from hat_ray.pipeline.baselines import baselines, uniform_arch
 from hat_ray.pipeline.config import Experiment, parse_limit
 from hat_ray.pipeline.run import NAMES, fingerprints
+from hat_ray.pipeline.stages import search as search_stage
+from hat_ray.pipeline.stages import train as train_stage
+from hat_ray.pipeline.stages.context import Context
+from hat_ray.resources import bundled_names
 from hat_ray.space import SearchSpace
 
 HAT_RAY = [sys.executable, "-m", "hat_ray.cli.main"]
@@ -232,6 +235,41 @@ def test_fingerprints_chain_and_bundled_experiments_load():
     assert [d.profile for d in wmt.devices] == ["raspberrypi4", "xeon_e5_2640", "titanxp"]
 
 
+@pytest.mark.parametrize("name", bundled_names("experiments"))
+def test_bundled_experiments_pass_the_check(name):
+    assert Experiment.load(name).check() == []
+
+
+def test_the_demo_commands_experiments_pass_the_check(tmp_path, monkeypatch):
+    """`make demo` (`hat-ray demo --out runs/demo`) and `hat-ray demo --data-dir DIR` (Multi30k)
+    build experiments that pass the check."""
+    from hat_ray.cli import pipeline_cmd
+
+    folder = tmp_path / "multi30k"
+    folder.mkdir()
+    for stem in ("train", "val", "test_2016_flickr"):  # Multi30k's file names
+        for lang in ("en", "de"):
+            (folder / f"{stem}.{lang}").write_text("a b\n")
+    built: list = []
+    monkeypatch.setattr(pipeline_cmd, "_run", lambda exp, args, status_only: built.append(exp) or 0)
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--data-dir", str(folder)]) == 0
+    assert [e.data.name for e in built] == ["synthetic", "multi30k"]
+    assert [e.check() for e in built] == [[], []]
+
+
+def test_a_named_dataset_that_cannot_be_read_is_refused_before_any_stage(tmp_path, monkeypatch):
+    """Neither in the cache nor to be downloaded, or a half-prepared cache folder: refused by the
+    check, not by the supernet stage (the bad-input table cannot set the cache folder)."""
+    monkeypatch.setenv("HAT_RAY_DATA", str(tmp_path / "cache"))
+    exp = _experiment(tmp_path, data={"name": "iwslt14_de_en", "download": False})
+    with pytest.raises(ConfigError, match=r"data.download: iwslt14_de_en is not in the cache .* download is false"):
+        Experiment.from_dict(exp, "x.yaml")
+    (tmp_path / "cache" / "iwslt14_de_en").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"data.name: the cache folder .*iwslt14_de_en is incomplete"):
+        Experiment.from_dict(exp, "x.yaml")
+
+
 def test_baselines_are_uniform_and_in_the_space():
     space = SearchSpace.from_dict(tiny_space_dict())
     found = baselines(space, ["largest", "shallow", "narrow", "smallest", "medium"])
@@ -260,7 +298,7 @@ def test_resource_settings_of_train_and_search_are_validated_at_once(tmp_path):
     ok = Experiment.from_dict(_experiment(tmp_path, train={"workers": 3, "cpus_per_worker": 2, "gpu": True},
                                           search={"gpu": True, "cpus_per_scorer": 2}))
     assert (ok.train.workers, ok.train.cpus_per_worker, ok.train.gpu) == (3, 2, True)
-    options = st.search_options(ok)
+    options = search_stage.search_options(ok)
     assert options.use_gpu and options.scorer_cpus == 2 and options.threads_per_scorer == 2
 
 
@@ -283,16 +321,16 @@ def test_new_resource_settings_keep_old_fingerprints_until_set():
 def test_train_stage_trains_each_model_on_ray_train_workers_of_the_cluster(tmp_path, monkeypatch):
     exp = Experiment.from_dict(_experiment(tmp_path, train={"workers": 2, "cpus_per_worker": 1, "gpu": False,
                                                             "init": "scratch", "baselines": ["largest", "smallest"]}))
-    ctx = st.Context(exp, tmp_path / "run", SearchSpace.load(exp.space), say=lambda msg: None)
+    ctx = Context(exp, tmp_path / "run", SearchSpace.load(exp.space), say=lambda msg: None)
     calls: list = []
-    monkeypatch.setattr(st.Context, "connect", lambda self: calls.append("connect"))
+    monkeypatch.setattr(Context, "connect", lambda self: calls.append("connect"))
 
     def fake_run(spec, workers=1, cpus_per_worker=1, use_gpu=False, address=None):
         calls.append((Path(spec.out).name, workers, cpus_per_worker, use_gpu))
         return {"update": 2}
 
     monkeypatch.setattr("hat_ray.train.run.run", fake_run)
-    summary = st.stage_train(ctx, {})
+    summary = train_stage.run(ctx, {"search": {}})
     assert calls == ["connect", ("baseline-largest", 2, 1, False), ("baseline-smallest", 2, 1, False)]
     assert [m["summary"] for m in summary["models"]] == [{"update": 2}] * 2
 

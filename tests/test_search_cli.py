@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,6 +98,7 @@ def test_killed_driver_resumes_without_lost_or_duplicated_evaluations(inputs, fu
     (["--device", "other:30"], "no latency predictor for device(s) other"),
     (["--predictor", "nocolon"], "expected DEVICE:PATH"),
     (["--scorers", "0"], "--scorers must be at least 1"),
+    (["--threads", "0"], "--threads must be at least 1"),
     (["--address", "127.0.0.1:9"], "cannot reach a Ray cluster"),
 ])
 def test_bad_search_input_one_line_exit_2(inputs, tmp_path, args, needle):
@@ -114,8 +116,18 @@ def test_resume_refuses_other_options_and_fresh_run_refuses_existing(inputs, ful
     out, _ = full_run
     proc = subprocess.run(_cmd(inputs, out), capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 2 and "pass --resume" in proc.stderr
-    changed = [a if a != "3" else "4" for a in _cmd(inputs, out, "--resume")]
-    proc = subprocess.run(changed, capture_output=True, text=True, env=_env(), timeout=300)
-    assert proc.returncode == 2 and "other options" in proc.stderr
     before = (out / "evaluations.jsonl").read_text()
+    changed = [a if a != "3" else "4" for a in _cmd(inputs, out, "--resume", "--max-tokens", "512")]
+    proc = subprocess.run(changed, capture_output=True, text=True, env=_env(), timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("hat-ray: error")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr
+    assert "--seed was 3, now 4" in errors[0] and "--max-tokens (the scoring batch) was 4096, now 512" in errors[0]
     assert (out / "evaluations.jsonl").read_text() == before  # nothing destroyed
+    # fewer scorers and another thread count only change the speed: a resume with them is accepted
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    proc = subprocess.run(_cmd(inputs, copy, "--resume", "--json", "--scorers", "1"), capture_output=True, text=True,
+                          env=_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["evaluations"] == EXPECTED and read_log(copy / "evaluations.jsonl") == \
+        read_log(out / "evaluations.jsonl")  # nothing re-scored

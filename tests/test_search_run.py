@@ -94,3 +94,15 @@ def test_run_search_two_scorers(ray_local, tmp_path):
     assert math.isclose(best["valid_loss"], direct, abs_tol=1e-5)
     assert list((tmp_path / "tune").iterdir())
     assert list((tmp_path / "tb").iterdir())
+
+
+def test_scorer_threads_reserve_cpus(ray_local):
+    """A scorer with N torch threads reserves N CPUs: --threads is part of the capacity check."""
+    from hat_ray.errors import HatRayError
+    from hat_ray.search.run import _check_capacity
+
+    assert SearchOptions(threads_per_scorer=3).cpus == 3 and SearchOptions(threads_per_scorer=3, scorer_cpus=1).cpus == 1
+    _check_capacity(SearchOptions(scorers=2, threads_per_scorer=2))  # 4 CPUs: fits the 4-CPU instance
+    with pytest.raises(HatRayError, match=r"2 scorers need 6 CPUs \(3 each: one per --threads\) but the cluster "
+                                          r"has 4: use --scorers 1, fewer --threads"):
+        _check_capacity(SearchOptions(scorers=2, threads_per_scorer=3))

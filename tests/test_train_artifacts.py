@@ -29,7 +29,8 @@ from hat_ray.train.artifacts import (
 )
 from hat_ray.train.config import TrainConfig
 from hat_ray.train.ray_train import _summary
-from hat_ray.train.run import DataOptions, build_trainer, make_spec
+from hat_ray.train.run import DataOptions, make_spec
+from hat_ray.train.spec import build_trainer
 from hat_ray.train.state import DAMAGED, LAST, PREV, SUMMARY
 
 

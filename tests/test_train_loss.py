@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from hat_ray.data.batching import Batch
-from hat_ray.model.transformer import PAD
 from hat_ray.space import SearchSpace
+from hat_ray.tokens import PAD
 from hat_ray.train.loss import label_smoothed_nll_loss, validation_loss
 from hat_ray.train.schedule import Schedule
 from hat_ray.train.trainer import archs_for_update
@@ -112,7 +112,7 @@ def test_largest_first_trains_the_largest_arch_then_hats_sequence():
 def test_dropout_override_reaches_the_model_and_is_validated():
     from hat_ray.errors import ConfigError
     from hat_ray.train.config import TrainConfig
-    from hat_ray.train.run import build_model
+    from hat_ray.train.spec import build_model
 
     demo = SearchSpace.load("demo").to_dict()  # attention dropout off: only `dropout` varies
     space = SearchSpace.from_dict({**demo, "super": {**demo["super"], "attention_dropout": 0.0}}, source="test")

@@ -82,9 +82,9 @@ def _model(ckpt: dict, arch_path: str | None):
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from hat_ray.checkpoint import atomic_write
     from hat_ray.data.datasets import load_split
     from hat_ray.data.tokenizer import FairseqDictTokenizer, tokenizer_from_checkpoint
+    from hat_ray.io import atomic_write
     from hat_ray.train.evaluate import evaluate
 
     if args.output:

@@ -9,7 +9,7 @@ from dataclasses import fields
 from typing import Any
 
 from hat_ray.errors import HatRayError
-from hat_ray.search.evolution import EngineOptions
+from hat_ray.search.evolution import ENGINES, EngineOptions
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,10 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--margin", type=float, default=0.0,
                    help="safety margin in predictor standard deviations (default 0)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--algorithm", choices=("hat", "steady", "random", "pareto"), default="hat")
+    p.add_argument("--algorithm", choices=tuple(ENGINES), default="hat")  # the registered engines
     p.add_argument("--budget", type=int, help="max evaluations (default: the algorithm's own end)")
     p.add_argument("--scorers", type=int, default=2, help="scorer actors (default 2)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per scorer (default 1)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per scorer; each scorer reserves as many CPUs (default 1)")
     p.add_argument("--gpu", action="store_true", help="score on GPUs (one per scorer)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue an interrupted search in --out")
@@ -39,8 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--measure-top", type=int, default=0, metavar="K",
                    help="after the search, re-measure the top K candidates on the real --device devices "
                         "(latency probes; PROFILE must be a device profile) and report predicted vs measured")
-    g = p.add_argument_group("evolution (HAT's defaults; hat/pareto use all, steady population, parents and "
-                             "mutation-prob)")
+    g = p.add_argument_group("evolution (HAT's defaults; used by " + "; ".join(  # as each engine declares
+        f"{name}: {', '.join(o.replace('_', '-') for o in e.options) or 'none'}" for name, e in ENGINES.items()) + ")")
     for f in fields(EngineOptions):  # one flag per declared engine option
         g.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
                        help=f"{EngineOptions.HELP[f.name]} (default {f.default})")
@@ -98,12 +99,15 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
 def _check(args: argparse.Namespace) -> None:
     if args.scorers < 1:
         raise HatRayError(f"--scorers must be at least 1, got {args.scorers}")
+    if args.threads < 1:
+        raise HatRayError(f"--threads must be at least 1, got {args.threads}")
     if args.budget is not None and args.budget < 1:
         raise HatRayError(f"--budget must be positive, got {args.budget}")
     if args.measure_top < 0:
         raise HatRayError(f"--measure-top must be 0 (off) or a positive number of candidates, got {args.measure_top}")
-    if args.algorithm != "pareto" and not args.device:
-        raise HatRayError("give at least one --device PROFILE:LIMIT_MS (or use --algorithm pareto)")
+    if ENGINES[args.algorithm].needs_limit and not args.device:
+        raise HatRayError("give at least one --device PROFILE:LIMIT_MS (or use --algorithm "
+                          + " / ".join(n for n, e in ENGINES.items() if not e.needs_limit) + ")")
     problems = engine_options(args).problems(args.algorithm, prefix="--")
     if problems:
         raise HatRayError("; ".join(p.replace("_", "-") for p in problems))
@@ -118,10 +122,11 @@ def _run(args: argparse.Namespace) -> int:
         check_address(args.address)  # before minutes of loading
     from hat_ray.search.constraints import Constraint, Constraints
     from hat_ray.search.inputs import load_predictors, load_supernet, validation_batches
-    from hat_ray.search.run import SearchOptions, check_out, measurement_profiles, run_search
+    from hat_ray.search.result import SearchFolder
+    from hat_ray.search.run import SearchOptions, measurement_profiles, run_search
     from hat_ray.search.scorer import pack_batches, pack_weights
 
-    check_out(args.out, args.resume)  # before minutes of loading
+    SearchFolder(args.out).check(args.resume)  # before minutes of loading
     # --measure-top: the devices' profiles, checked before anything is loaded
     profiles = list(measurement_profiles(Constraints([Constraint(d, math.inf, None) for d, _, _ in devices]),
                                          args.measure_top).values())
@@ -137,7 +142,11 @@ def _run(args: argparse.Namespace) -> int:
                             measure_top=args.measure_top)
     info = {"supernet": str(args.supernet), "devices": [[d, lim if math.isfinite(lim) else None] for d, lim in limits],
             "limits": [[d, f"{v:g}ref" if unit == "ref" else (v if math.isfinite(v) else None)] for d, v, unit in devices],
-            "data": args.data, "valid_batches": len(batches)}
+            "data": args.data, "valid_sentences": args.valid_sentences, "max_tokens": args.max_tokens,
+            "valid_batches": len(batches)}
+    weights, packed = pack_weights(model), pack_batches(batches)
+    if args.resume:  # refuse a resume that would mix scores before starting Ray
+        SearchFolder(args.out).check_resume(options.fingerprint(weights, packed, constraints, info), resume=True)
     import ray
 
     from hat_ray.cli.common import stdout_to_stderr
@@ -145,13 +154,13 @@ def _run(args: argparse.Namespace) -> int:
     with stdout_to_stderr():  # Ray and Tune print progress; stdout is for the result only
         started = connect(args.address, profiles=profiles)  # declares local devices' resources
         try:
-            result = run_search(space, pack_weights(model), pack_batches(batches), constraints, args.out, options,
+            result = run_search(space, weights, packed, constraints, args.out, options,
                                 resume=args.resume, run_info=info, profiles=profiles)
         finally:
             if started:
                 ray.shutdown()
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result.to_json(), indent=2))
     else:
         best = result["best"]
         lat = ", ".join(f"{d} {ms:.1f} ms" for d, ms in best["predicted_ms"].items())

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from hat_ray.data.corpus import ParallelCorpus
-from hat_ray.model.transformer import EOS, PAD
+from hat_ray.tokens import EOS, PAD
 
 log = logging.getLogger(__name__)
 

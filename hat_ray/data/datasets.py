@@ -143,19 +143,86 @@ def folder_languages(folder: Path, src_lang: str | None, tgt_lang: str | None) -
 
 
 def _read_split(folder: Path, split: str, stems: tuple[Stem, ...], src: str, tgt: str) -> ParallelCorpus:
+    sp, tp, escaped = _find_split(folder, split, stems, src, tgt)
+    return read_parallel(sp, tp, src, tgt, unescape=escaped)
+
+
+def _find_split(folder: Path, split: str, stems: tuple[Stem, ...], src: str, tgt: str) -> tuple[Path, Path, bool]:
+    """The (source, target) files of ``split`` and whether they are Moses-escaped; DataError when absent."""
     tried = []
     for stem, escaped in stems:
         for suffix in ("", ".gz"):
             sp, tp = folder / f"{stem}.{src}{suffix}", folder / f"{stem}.{tgt}{suffix}"
             tried.append(f"{sp.name}/{tp.name}")
             if sp.is_file() and tp.is_file():
-                return read_parallel(sp, tp, src, tgt, unescape=escaped)
+                return sp, tp, escaped
             if sp.is_file() != tp.is_file():
                 missing = tp if sp.is_file() else sp
                 raise DataError(f"{folder}: {split} split has {(sp if sp.is_file() else tp).name} "
                                 f"but not {missing.name}; add it (line i translating line i)")
     raise DataError(f"{folder}: no {split} split (looked for {', '.join(tried)}); add those files or choose "
                     "another --split")
+
+
+def problems(data: str, data_dir: str | None = None, *, download: bool = True, src_lang: str | None = None,
+             tgt_lang: str | None = None, splits: dict[str, str] | None = None, prefix: str = "") -> list[str]:
+    """Why :func:`load_split` would fail on these settings, found without reading a corpus (the
+    pipeline checks its ``data:`` section with it before any stage runs). ``splits`` maps each
+    split to be read to the key that asked for it (default: every split, key ``name``); messages
+    start with ``prefix`` + the key (``name``, ``data_dir``, ``src_lang``, ...)."""
+    splits = splits if splits is not None else {s: "name" for s in SPLITS}
+    out = [f"{prefix}{key}: unknown split {split!r}; use one of {', '.join(SPLITS)}"
+           for split, key in splits.items() if split not in SPLITS]
+    for key, lang in (("src_lang", src_lang), ("tgt_lang", tgt_lang)):
+        if lang is not None and not _LANGUAGE.fullmatch(lang):
+            out.append(f"{prefix}{key}: {lang!r} is not a language suffix like 'en' (letters, '_' or '-'; "
+                       "null: the dataset's own or the folder's)")
+    folder: Path | None = None
+    if data == "synthetic":
+        if data_dir is not None:
+            out.append(f"{prefix}data_dir: the synthetic corpus is generated, it reads no folder: drop data_dir")
+    elif data in DATASETS:
+        from hat_ray.data.download import MARKER
+
+        if data_dir is not None:
+            folder = Path(data_dir)
+            if not folder.is_dir():
+                out.append(f"{prefix}data_dir: {folder} is not a folder (expected one holding the {data} files)")
+                folder = None
+        elif (cache_root() / data / MARKER).is_file():
+            folder = cache_root() / data
+        elif (cache_root() / data).exists():
+            out.append(f"{prefix}name: the cache folder {cache_root() / data} is incomplete (no {MARKER}): delete "
+                       "it to download again, or give data_dir (a folder with the files)")
+        elif not download:
+            out.append(f"{prefix}download: {data} is not in the cache {cache_root()} and download is false: "
+                       "allow the download, or give data_dir (a folder with its files)")
+    elif Path(data).is_dir():
+        folder = Path(data)
+        if data_dir is not None:
+            out.append(f"{prefix}data_dir: only for the named datasets ({', '.join(DATASETS)}); name {data} is "
+                       "a folder already: drop data_dir")
+    else:
+        out.append(f"{prefix}name: {data!r} is not a dataset name ({', '.join(NAMES)}) and not a folder")
+    if folder is not None and not out:
+        try:
+            if data in DATASETS:
+                spec = DATASETS[data]
+                src, tgt, stems = src_lang or spec.src_lang, tgt_lang or spec.tgt_lang, spec.stems
+            else:
+                src, tgt = folder_languages(folder, src_lang, tgt_lang)
+                stems = _GENERIC
+        except DataError as exc:
+            return [f"{prefix}name: {exc}"]
+        for split, key in splits.items():
+            try:
+                _find_split(folder, split, stems[split], src, tgt)
+            except DataError as exc:
+                out.append(f"{prefix}{key}: {exc}")
+    return out
+
+
+_LANGUAGE = re.compile(r"[A-Za-z_-]+")  # a language suffix of corpus files (train.LANG)
 
 
 def _spec(name: str) -> DatasetSpec:

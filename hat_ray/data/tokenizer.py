@@ -26,7 +26,7 @@ from typing import Any
 import sentencepiece as spm
 
 from hat_ray.errors import DataError
-from hat_ray.model.transformer import BOS, EOS, PAD, UNK
+from hat_ray.tokens import BOS, EOS, PAD, UNK
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from hat_ray.arch import FEATURE_NAMES, Arch
-from hat_ray.checkpoint import atomic_write
 from hat_ray.errors import DataError
+from hat_ray.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,14 @@ class LatencyDataset:
         data.save(path)
         journal.unlink()
         return len(data)
+
+    @classmethod
+    def load_device(cls, path: str | Path, device: str, space: str) -> LatencyDataset:
+        """A device's rows from a hat-ray dataset, or HAT's CSV (``.csv`` / ``.csv.gz``) labelled
+        with ``device`` and ``space``: how an experiment's ``latency_data`` file is read."""
+        if Path(path).name.lower().endswith((".csv", ".csv.gz")):
+            return cls.from_hat_csv(path, device=device, space=space)
+        return cls.load(path).for_device(device)
 
     # ---- HAT CSV ----
     @classmethod

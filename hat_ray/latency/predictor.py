@@ -32,6 +32,7 @@ outside the space, or evaluating on another space's or device's rows, is a clear
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -41,7 +42,6 @@ import numpy as np
 from hat_ray.arch import Arch
 from hat_ray.errors import ArchError, ConfigError, DataError
 from hat_ray.latency import features as feat
-from hat_ray.latency import hat_mlp
 from hat_ray.latency.dataset import LatencyDataset
 from hat_ray.latency.robust import fit_relative, fit_ridge_huber, robust_scale
 from hat_ray.space import SearchSpace
@@ -114,10 +114,10 @@ class LatencyPredictor:
     @classmethod
     def fit(cls, data: LatencyDataset, *, model: str = "default", space: SearchSpace | None = None,
             device: str | None = None, mode: str = "auto", seed: int = 0, members: int = 16,
-            normaliser_ms: float | None = None, mlp_steps: int = hat_mlp.STEPS, unit: str = "auto") -> LatencyPredictor:
+            normaliser_ms: float | None = None, mlp_steps: int | None = None, unit: str = "auto") -> LatencyPredictor:
         """Fit on every row of ``data`` (one device). ``space``/``device`` default to the data's
         own (unique) values; ``normaliser_ms`` is hat-mlp's target scale in the fit's unit
-        (default: mean latency) and ``mlp_steps`` its training steps (HAT: 5000); ``unit`` "auto"
+        (default: mean latency) and ``mlp_steps`` its training steps (default HAT's 5000); ``unit`` "auto"
         fits the data's own unit (reference units where every row has them), "ms" forces ms."""
         if model not in MODELS:
             raise ConfigError("latency predictor", [f"model must be one of {list(MODELS)}, got {model!r}"])
@@ -136,8 +136,10 @@ class LatencyPredictor:
             "floor_ms": float(0.01 * y.min()), "unit": unit, "reference": data.reference() if unit == "ref" else None,
         }
         if model == "hat-mlp":
+            from hat_ray.latency import hat_mlp  # torch: only for this model
+
             meta["normaliser_ms"] = float(normaliser_ms or y.mean())
-            arrays = hat_mlp.fit(data.features(), y, meta["normaliser_ms"], seed=seed, steps=mlp_steps)
+            arrays = hat_mlp.fit(data.features(), y, meta["normaliser_ms"], seed=seed, steps=mlp_steps or hat_mlp.STEPS)
             meta["noise"] = robust_scale(hat_mlp.predict(arrays, data.features(), meta["normaliser_ms"]) / y - 1)
             return cls(meta, arrays)
         x = design(data, mode)
@@ -217,6 +219,8 @@ class LatencyPredictor:
 
     def _predict_features(self, x10: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.model == "hat-mlp":
+            from hat_ray.latency import hat_mlp
+
             mean = np.maximum(hat_mlp.predict(self.arrays, x10, self.meta["normaliser_ms"]), self.meta["floor_ms"])
             return mean, mean * float(self.meta["noise"])
         return self._predict_matrix(feat.from_features(x10))
@@ -244,6 +248,13 @@ class LatencyPredictor:
                                 f"predictor for {others[0]} with `hat-ray latency fit`")
         _check_feature_ranges(data, self._latency_space)
         _check_held_out(data, self.meta["training"])
+
+    def fingerprint(self) -> str:
+        """A hash of the predictor's contents (metadata and fitted arrays): equal for the same
+        fit wherever its file lies, different after a refit."""
+        from hat_ray.io import content_hash
+
+        return content_hash(json.dumps(self.meta, sort_keys=True, default=str), sorted(self.arrays.items()))
 
     # ---- files ----
     def save(self, path: Any) -> None:
@@ -324,6 +335,25 @@ def _unique(data: LatencyDataset, column: str) -> str:
         what = "no" if not values else f"several ({', '.join(map(str, values))})"
         raise DataError(f"{data.source}: {what} {column} values in the rows: pass --{column}")
     return str(values[0])
+
+
+def fit_problems(data: LatencyDataset | None = None, *, model: str = "default", space: SearchSpace | None = None,
+                 min_rows: int = 2) -> list[str]:
+    """What :meth:`LatencyPredictor.fit` would refuse in these inputs, found without fitting (the
+    pipeline checks its ``latency:`` section and each device's imported latency data with it
+    before any stage runs): an unknown model, fewer than ``min_rows`` rows, rows of another space."""
+    out = []
+    if model not in MODELS:
+        out.append(f"model must be one of {list(MODELS)}, got {model!r}")
+    if data is not None:
+        if len(data) < max(min_rows, 2):
+            out.append(f"{data.source}: {len(data)} rows; a predictor needs at least {max(min_rows, 2)}")
+        if space is not None:
+            try:
+                _check_space_column(data, space.name)
+            except DataError as exc:
+                out.append(str(exc))
+    return out
 
 
 def _check_space_column(data: LatencyDataset, space_name: str) -> None:

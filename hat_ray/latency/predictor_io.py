@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from hat_ray.checkpoint import atomic_write
 from hat_ray.errors import DataError
+from hat_ray.io import atomic_write
 
 _META = "__meta__"
 _FIX = "fit one again with `hat-ray latency fit`"

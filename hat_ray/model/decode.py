@@ -11,7 +11,8 @@ import torch
 from torch import Tensor
 
 from hat_ray.arch import Arch
-from hat_ray.model.transformer import EOS, PAD, DecoderState, Transformer, reorder_encoder_out, reorder_state
+from hat_ray.model.transformer import DecoderState, Transformer, reorder_encoder_out, reorder_state
+from hat_ray.tokens import EOS, PAD
 
 
 def _max_len(src: Tensor, max_len_a: float, max_len_b: int, limit: int) -> int:

@@ -17,8 +17,7 @@ from torch import Tensor, nn
 from hat_ray.arch import Arch, encoder_layers_attended
 from hat_ray.model.layers import DecoderLayer, EncoderLayer, make_positions, sinusoid_table
 from hat_ray.space import SearchSpace
-
-PAD, BOS, EOS, UNK = 1, 0, 2, 3  # fairseq dictionary layout: <s>=0 <pad>=1 </s>=2 <unk>=3
+from hat_ray.tokens import PAD
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,11 @@ experiment portable across machines of different speed (the demo uses percentile
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
+import math
+import os
 import re
 import types
 import typing
@@ -22,9 +25,13 @@ from typing import Any
 
 from hat_ray.errors import ConfigError
 from hat_ray.resources import load_named_yaml
+from hat_ray.search.evolution import ENGINES, EngineOptions
 
 _PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
 _REFERENCE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)ref$")
+PREDICTOR_MIN_ROWS = 10  # latency rows per device the predictor stage needs
+# How to fix an experiment file's keys: every such message ends with where a complete one is.
+EXPERIMENT_HINT = "compare with the bundled experiments/demo.yaml"
 
 
 @dataclass(frozen=True)
@@ -77,27 +84,21 @@ class LatencySection:
 
 
 @dataclass(frozen=True)
-class SearchSection:
-    algorithm: str = "hat"  # hat | steady | random
+class SearchSection(EngineOptions):
+    """The search stage: the engine's settings (population, parents, ...: declared with their
+    defaults and checks by :class:`hat_ray.search.evolution.EngineOptions`) and these."""
+
+    algorithm: str = "hat"  # a registered engine: hat | pareto | steady | random (see search.evolution.ENGINES)
     budget: int | None = None
     scorers: int = 2
     seed: int = 0
     margin: float = 0.0  # predictor standard deviations added to the predicted latency
     max_tokens: int = 4096
-    population: int = 125
-    parents: int = 25
-    mutations: int = 50
-    crossovers: int = 50
-    mutation_prob: float = 0.3
-    iterations: int = 30
     gpu: bool = False  # each scorer asks Ray for one GPU and scores on it
     cpus_per_scorer: int = 1  # CPUs each scorer asks Ray for (and its torch threads)
 
-    def engine(self) -> Any:
-        """The engine settings of this section (declared, with their defaults and checks, by
-        :class:`hat_ray.search.evolution.EngineOptions`)."""
-        from hat_ray.search.evolution import EngineOptions
-
+    def engine(self) -> EngineOptions:
+        """The engine settings of this section, as the engines take them."""
         return EngineOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(EngineOptions)})
 
 
@@ -154,53 +155,63 @@ class Experiment:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "experiment") -> Experiment:
+        """Read and :meth:`check` an experiment; ConfigError lists every problem. A value of the wrong
+        type (or missing) stands in as its default while the others are checked, so that type and
+        value problems are reported together; what the checks say about a stand-in is dropped."""
         problems: list[str] = []
-        exp = _build(cls, {k: v for k, v in data.items() if k != "source"}, "", problems)
+        bad: list[str] = []
+        exp = _build(cls, {k: v for k, v in data.items() if k != "source"}, "", problems, bad)
+        hint = EXPERIMENT_HINT if problems else None  # keys unknown, missing or of the wrong type
         if exp is not None:
-            problems += exp.check()
+            problems += [p for p in exp.check() if not _about(p, bad)]
         if problems or exp is None:
-            raise ConfigError(source, problems)
+            raise ConfigError(source, problems, hint)
         return dataclasses.replace(exp, source=source)
 
     def check(self) -> list[str]:
-        """Value checks beyond types (names resolved lazily by the stages)."""
-        problems = []
-        if not self.devices:
-            problems.append("devices: list at least one device profile with its latency limits")
-        names = [d.profile for d in self.devices]
-        if len(set(names)) != len(names):
-            problems.append("devices: a profile is listed twice (give all its limits in one entry)")
-        for i, dev in enumerate(self.devices):
-            if not dev.limits_ms:
-                problems.append(f"devices[{i}].limits_ms: give at least one limit (ms, or 'p30' for a percentile)")
-            for limit in dev.limits_ms:
-                parsed = parse_limit(limit)
-                if parsed is None:
-                    problems.append(f"devices[{i}].limits_ms: {limit!r} is neither a positive number of ms, "
-                                    "a percentile like 'p30' nor a multiple of the reference Arch like '1.2ref'")
-                elif parsed[0] == "ref" and dev.latency_data:
-                    problems.append(f"devices[{i}].limits_ms: {limit!r} is in reference units, but the device's "
-                                    "latency_data is imported (ms only): give ms or a percentile")
+        """Every value checked against the component that will use it (the search space, the
+        dataset registry, device profiles, the latency predictor, the training configuration, the
+        search engines), so that a bad value is refused, with every other problem, before the first
+        stage starts. Each problem names its key as written in the file (``section.key``)."""
+        problems = _top_problems(self)
+        space = _space(self, problems)
+        problems += _data_problems(self)
+        problems += _device_problems(self, space)
         for section in ("supernet", "train"):
             s = getattr(self, section)
             if s.max_minutes is None and s.max_updates is None:
                 problems.append(f"{section}: give max_minutes or max_updates")
-        for key, value, low in (("supernet.workers", self.supernet.workers, 1),
-                                ("supernet.cpus_per_worker", self.supernet.cpus_per_worker, 1),
-                                ("train.workers", self.train.workers, 1),
-                                ("train.cpus_per_worker", self.train.cpus_per_worker, 1),
-                                ("search.scorers", self.search.scorers, 1),
-                                ("search.cpus_per_scorer", self.search.cpus_per_scorer, 1),
-                                ("latency.archs", self.latency.archs, 1), ("evaluate.beam", self.evaluate.beam, 1),
-                                ("data.vocab_size", self.data.vocab_size, 16)):
-            if value < low:
-                problems.append(f"{key} must be >= {low}, got {value}")
+        everything = " (or null: all)"
+        for key, value, low, note in (("supernet.workers", self.supernet.workers, 1, ""),
+                                      ("supernet.cpus_per_worker", self.supernet.cpus_per_worker, 1, ""),
+                                      ("supernet.threads", self.supernet.threads, 1, " (or null: torch's default)"),
+                                      ("train.workers", self.train.workers, 1, ""),
+                                      ("train.cpus_per_worker", self.train.cpus_per_worker, 1, ""),
+                                      ("train.threads", self.train.threads, 1, " (or null: torch's default)"),
+                                      ("search.scorers", self.search.scorers, 1, ""),
+                                      ("search.cpus_per_scorer", self.search.cpus_per_scorer, 1, ""),
+                                      ("search.max_tokens", self.search.max_tokens, 1, ""),
+                                      ("search.seed", self.search.seed, 0, ""),
+                                      ("latency.archs", self.latency.archs, 1, ""),
+                                      ("latency.seed", self.latency.seed, 0, ""),
+                                      ("evaluate.beam", self.evaluate.beam, 1, ""),
+                                      ("evaluate.lenpen", self.evaluate.lenpen, 0, " (0: no length normalisation)"),
+                                      ("evaluate.max_tokens", self.evaluate.max_tokens, 1, ""),
+                                      ("data.vocab_size", self.data.vocab_size, 16, ""),
+                                      ("data.valid_sentences", self.data.valid_sentences, 1, everything),
+                                      ("data.test_sentences", self.data.test_sentences, 1, everything)):
+            if value is not None and value < low:
+                problems.append(f"{key} must be >= {low}{note}, got {value}")
+        if 1 <= self.latency.archs < PREDICTOR_MIN_ROWS and any(not d.latency_data for d in self.devices):
+            problems.append(f"latency.archs must be >= {PREDICTOR_MIN_ROWS} (the rows a latency predictor needs per "
+                            f"measured device), got {self.latency.archs}")
         if not 0 <= self.latency.holdout < 0.9:
             problems.append(f"latency.holdout must be in [0, 0.9), got {self.latency.holdout}")
-        if self.latency.model not in ("default", "hat-mlp"):
-            problems.append(f"latency.model must be default or hat-mlp, got {self.latency.model!r}")
-        if self.search.algorithm not in ("hat", "steady", "random"):
-            problems.append(f"search.algorithm must be hat, steady or random, got {self.search.algorithm!r}")
+        from hat_ray.latency.predictor import fit_problems
+
+        problems += [f"latency.{p}" for p in fit_problems(model=self.latency.model)]
+        if self.search.algorithm not in ENGINES:
+            problems.append(f"search.algorithm must be one of {', '.join(ENGINES)}, got {self.search.algorithm!r}")
         else:
             problems += self.search.engine().problems(self.search.algorithm, prefix="search.")
         if self.search.budget is not None and self.search.budget < 1:
@@ -215,6 +226,9 @@ class Experiment:
         unknown = [b for b in self.train.baselines if b not in BASELINES]
         if unknown:
             problems.append(f"train.baselines: unknown {unknown}; use some of {list(BASELINES)}")
+        twice = sorted({b for b in self.train.baselines if self.train.baselines.count(b) > 1})
+        if twice:
+            problems.append(f"train.baselines: {twice} listed twice; list each baseline once")
         return problems
 
     def section(self, name: str) -> dict[str, Any]:
@@ -223,6 +237,137 @@ class Experiment:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "source"}
+
+
+def _top_problems(exp: Experiment) -> list[str]:
+    problems = []
+    if not exp.name.strip():
+        problems.append("name: give the experiment a name (it titles the report)")
+    if not exp.out.strip():
+        problems.append("out: give the run folder in the experiment or with --out")
+    else:
+        out = Path(exp.out)
+        for folder in (out, *out.parents):  # the run folder, or the first of its parents that exists
+            if folder.exists():
+                if not folder.is_dir():
+                    problems.append(f"out: {folder} is a file, not a folder; choose another out")
+                break
+    return problems
+
+
+def _space(exp: Experiment, problems: list[str]) -> Any:
+    """The experiment's SearchSpace (None, with its problems, when it cannot be loaded)."""
+    from hat_ray.space import SearchSpace
+
+    if not exp.space.strip():
+        problems.append("space: give a bundled search space name (e.g. demo) or a space YAML path")
+        return None
+    try:
+        return SearchSpace.load(exp.space)
+    except ConfigError as exc:
+        problems.append(f"space: {_message(exc, 'search space')}")
+        return None
+
+
+def _data_problems(exp: Experiment) -> list[str]:
+    """The data section checked by the dataset registry's own rules
+    (:func:`hat_ray.data.datasets.problems`): the name, data_dir, languages and the files of every
+    split the stages read (the test split is the evaluate stage's)."""
+    from hat_ray.data.datasets import problems
+
+    d = exp.data
+    return problems(d.name, d.data_dir, download=d.download, src_lang=d.src_lang, tgt_lang=d.tgt_lang,
+                    splits={"train": "name", "valid": "name", d.test_split: "test_split"}, prefix="data.")
+
+
+def _device_problems(exp: Experiment, space: Any) -> list[str]:
+    """Each device: its profile loads, it is listed once, its limits parse (once each, in units its
+    latency data will have), its latency_data imports with enough rows of this space, and a device
+    to be measured can be (a local one, or one of the cluster at ``address``)."""
+    from hat_ray.cluster import runs_locally
+    from hat_ray.latency.profile import DeviceProfile
+
+    problems = []
+    if not exp.devices:
+        problems.append("devices: list at least one device profile with its latency limits")
+    address = exp.address or os.environ.get("RAY_ADDRESS")
+    first: dict[str, int] = {}
+    for i, dev in enumerate(exp.devices):
+        key, profile = f"devices[{i}]", None
+        if not dev.profile.strip():
+            problems.append(f"{key}.profile: give a device profile name (e.g. local_cpu) or a profile YAML path")
+        else:
+            try:
+                profile = DeviceProfile.load(dev.profile)
+            except ConfigError as exc:
+                problems.append(f"{key}.profile: {_message(exc, 'device profile')}")
+        if profile is not None and profile.name in first:
+            problems.append(f"devices: a profile is listed twice ({profile.name}: devices[{first[profile.name]}] and "
+                            f"{key}); give all its limits in one entry")
+        elif profile is not None:
+            first[profile.name] = i
+        if not dev.limits_ms:
+            problems.append(f"{key}.limits_ms: give at least one limit (ms, or 'p30' for a percentile)")
+        seen: set[tuple[str, float]] = set()
+        for limit in dev.limits_ms:
+            parsed = parse_limit(limit)
+            if parsed is None:
+                problems.append(f"{key}.limits_ms: {limit!r} is neither a positive number of ms, "
+                                "a percentile like 'p30' nor a multiple of the reference Arch like '1.2ref'")
+            elif parsed in seen:
+                problems.append(f"{key}.limits_ms: {limit!r} is listed twice (one search per limit)")
+            elif parsed[0] == "ref" and dev.latency_data:
+                problems.append(f"{key}.limits_ms: {limit!r} is in reference units, but the device's "
+                                "latency_data is imported (ms only): give ms or a percentile")
+            elif parsed[0] == "ref" and profile is not None and profile.protocol.mode != "reference":
+                problems.append(f"{key}.limits_ms: {limit!r} is in reference units, but {profile.name} is measured "
+                                f"with the {profile.protocol.mode} protocol (ms): give ms or a percentile, or use "
+                                "a profile whose protocol.mode is reference")
+            if parsed is not None:
+                seen.add(parsed)
+        if dev.latency_data is not None:
+            problems += _latency_data_problems(dev.latency_data, f"{key}.latency_data", profile, space)
+        elif profile is not None and not address and not runs_locally(profile):
+            why = "its profile's ray.local is false" if not profile.ray.local else "torch sees no CUDA GPU here"
+            problems.append(f"{key}.profile: {profile.name} cannot be measured on this machine ({why}) and the "
+                            f"experiment has no address: give the address of a Ray cluster with {profile.name} "
+                            "nodes, or the device's latency_data")
+    return problems
+
+
+def _latency_data_problems(path: str, key: str, profile: Any, space: Any) -> list[str]:
+    """An imported latency file read as the latency stage will, then checked by the predictor's
+    rules (:func:`hat_ray.latency.predictor.fit_problems`)."""
+    from hat_ray.errors import HatRayError
+    from hat_ray.latency.predictor import fit_problems
+
+    if not Path(path).is_file():
+        return [f"{key}: {path} is not a file (give a hat-ray latency dataset .parquet or HAT's latency CSV)"]
+    if profile is None or space is None:
+        return []
+    from hat_ray.latency.dataset import LatencyDataset
+
+    try:
+        data = LatencyDataset.load_device(path, profile.name, space.name)  # as the latency stage reads it
+    except HatRayError as exc:
+        return [f"{key}: {exc}"]
+    return [f"{key}: {p}" for p in fit_problems(data, space=space, min_rows=PREDICTOR_MIN_ROWS)]
+
+
+def _message(exc: ConfigError, kind: str) -> str:
+    """A component's ConfigError as a problem of the experiment (without its generic source)."""
+    return str(exc).removeprefix(f"{kind}: ")
+
+
+def _about(problem: str, keys: list[str]) -> bool:
+    """Whether a check's ``problem`` concerns one of ``keys`` (values that could not be read, checked
+    as their stand-ins): it is in the key's section and names the key."""
+    for key in keys:
+        section, name = re.split(r"[.\[]", key, maxsplit=1)[0], key.rsplit(".", 1)[-1]
+        if re.match(rf"{re.escape(section)}(?!\w)", problem) and re.search(rf"(?<!\w){re.escape(name)}(?!\w)",
+                                                                            problem):
+            return True
+    return False
 
 
 def _training_problems(exp: Experiment) -> list[str]:
@@ -246,7 +391,7 @@ def parse_limit(limit: Any) -> tuple[str, float] | None:
     if isinstance(limit, bool):
         return None
     if isinstance(limit, int | float):
-        return ("ms", float(limit)) if limit > 0 else None
+        return ("ms", float(limit)) if 0 < limit < math.inf else None
     if isinstance(limit, str):
         m = _PERCENTILE.match(limit.strip())
         if m and 0 < float(m.group(1)) < 100:
@@ -269,40 +414,56 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
-    """Instantiate dataclass ``cls`` from ``data`` with type checks; problems appended, None on failure."""
+def _build(cls: type, data: Any, path: str, problems: list[str], bad: list[str]) -> Any:
+    """Instantiate dataclass ``cls`` from ``data`` with type checks; problems appended. A missing
+    or ill-typed value stands in as its default (its key appended to ``bad``) so that the others
+    are still built and checked; None when ``data`` is not a mapping."""
     where = path or "top level"
     if not isinstance(data, dict):
         problems.append(f"{where}: expected a mapping, got {type(data).__name__}")
         return None
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
-        problems.append(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; known: {', '.join(fields)}")
+        problems.append(f"{where}: unknown key(s) {', '.join(_maybe_meant(k, fields) for k in unknown)}; "
+                        f"known: {', '.join(fields)}")
     kwargs: dict[str, Any] = {}
-    ok = True
     for name, f in fields.items():
         key = f"{path}.{name}" if path else name
         if name not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 problems.append(f"{key}: missing (required)")
-                ok = False
+                bad.append(key)
+                kwargs[name] = _stand_in(f, hints[name])
             continue
-        value = _convert(hints[name], data[name], key, problems)
+        value = _convert(hints[name], data[name], key, problems, bad)
         if value is _BAD:
-            ok = False
+            bad.append(key)
+            kwargs[name] = _stand_in(f, hints[name])
         else:
             kwargs[name] = value
-    if not ok or unknown:
-        return None
     return cls(**kwargs)
+
+
+def _maybe_meant(key: Any, fields: dict[str, Any]) -> str:
+    close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.7)
+    return f"{key} (did you mean {close[0]}?)" if close else str(key)
+
+
+def _stand_in(f: dataclasses.Field, hint: Any) -> Any:
+    """A missing or unreadable value's stand-in: its default, else an empty one."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return () if typing.get_origin(hint) is tuple else ""
 
 
 _BAD = object()
 
 
-def _convert(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
+def _convert(hint: Any, value: Any, key: str, problems: list[str], bad: list[str]) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -310,7 +471,7 @@ def _convert(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
         options = [a for a in args if a is not type(None)]
         trial: list[str] = []
         for option in options:
-            got = _convert(option, value, key, trial)
+            got = _convert(option, value, key, trial, [])
             if got is not _BAD:
                 return got
         problems.append(f"{key}: expected {_describe(hint)}, got {value!r}")
@@ -319,12 +480,22 @@ def _convert(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
         if not isinstance(value, list | tuple):
             problems.append(f"{key}: expected a list, got {value!r}")
             return _BAD
-        items = [_convert(args[0], v, f"{key}[{i}]", problems) for i, v in enumerate(value)]
-        return _BAD if any(i is _BAD for i in items) else tuple(items)
+        items = []
+        for i, v in enumerate(value):
+            item = _convert(args[0], v, f"{key}[{i}]", problems, bad)
+            if item is _BAD:
+                bad.append(f"{key}[{i}]")
+                if not dataclasses.is_dataclass(args[0]):
+                    continue
+                item = _build(args[0], {}, f"{key}[{i}]", [], [])  # a stand-in keeps the entries' numbers
+            items.append(item)
+        if value and not items:
+            return _BAD
+        return tuple(items)
     if dataclasses.is_dataclass(hint):
-        built = _build(hint, value, key, problems)
+        built = _build(hint, value, key, problems, bad)
         return _BAD if built is None else built
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     if hint in (int, str, bool) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
@@ -337,4 +508,4 @@ def _describe(hint: Any) -> str:
     if args:
         return " or ".join(_describe(a) for a in args if a is not type(None)) + (
             " or null" if type(None) in args else "")
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(hint, str(hint))
+    return {int: "an integer", float: "a finite number", str: "a string", bool: "true/false"}.get(hint, str(hint))

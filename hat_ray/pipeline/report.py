@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from hat_ray.checkpoint import atomic_write
-from hat_ray.pipeline.stages import Context
+from hat_ray.io import atomic_write
+from hat_ray.pipeline.stages.context import Context
 
 
 def write_report(ctx: Context, done: dict[str, Any]) -> dict[str, Any]:

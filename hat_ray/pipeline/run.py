@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hat_ray.checkpoint import atomic_write
 from hat_ray.errors import ConfigError, HatRayError
-from hat_ray.pipeline import stages as st
+from hat_ray.io import atomic_write
 from hat_ray.pipeline.config import Experiment, fingerprint
+from hat_ray.pipeline.report import write_report
+from hat_ray.pipeline.stages import evaluate, latency, predictor, search, supernet, train
+from hat_ray.pipeline.stages.context import Context
 from hat_ray.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ class Stage:
     title: str
     settings: Callable[[Experiment], Any]  # the part of the experiment this stage depends on
     outputs: tuple[str, ...]  # paths under OUT removed by --from
+    run: Callable[[Context, dict[str, Any]], Any]  # (context, summaries of the stages before) -> summary
 
 
 def _devices(exp: Experiment, with_limits: bool) -> list[dict[str, Any]]:
@@ -55,23 +58,24 @@ STAGES = (
           lambda e: {"space": e.space, "data": e.section("data") | {"valid_sentences": None, "test_sentences": None,
                                                                      "test_split": None},
                      "supernet": _without_new_defaults(e.section("supernet"), largest_prob=0.0, largest_first=0)},
-          ("supernet",)),
+          ("supernet",), supernet.run),
     Stage("latency", "measure latency on the devices",
           lambda e: {"devices": _devices(e, False), "latency": {"archs": e.latency.archs, "seed": e.latency.seed}},
-          ("latency",)),
-    Stage("predictor", "fit the latency predictors", lambda e: {"latency": e.section("latency")}, ()),
+          ("latency",), latency.run),
+    Stage("predictor", "fit the latency predictors", lambda e: {"latency": e.section("latency")}, (),
+          predictor.run),
     Stage("search", "search under each latency limit",
           lambda e: {"devices": _devices(e, True),
                      "search": _without_new_defaults(e.section("search"), gpu=False, cpus_per_scorer=1),
-                     "valid_sentences": e.data.valid_sentences}, ("search",)),
+                     "valid_sentences": e.data.valid_sentences}, ("search",), search.run),
     Stage("train", "train the winners and the baselines",
           lambda e: {"train": _without_new_defaults(e.section("train"), workers=1, cpus_per_worker=1, gpu=False)},
-          ("train",)),
+          ("train",), train.run),
     Stage("evaluate", "measure latency and BLEU of the trained models",
           lambda e: {"evaluate": e.section("evaluate"), "test": [e.data.test_split, e.data.test_sentences]},
-          ("evaluate",)),
+          ("evaluate",), evaluate.run),
     Stage("report", "write the report", lambda e: {}, ("report.md", "pareto.png", "latency_pred_vs_measured.png",
-                                                       "bleu_vs_latency.png")),
+                                                       "bleu_vs_latency.png"), write_report),
 )
 NAMES = tuple(s.name for s in STAGES)
 
@@ -142,7 +146,7 @@ def run_pipeline(exp: Experiment, out: str | Path, start: str | None = None,
     _check_stale(state, fps, start)
     if start is not None:
         _clear_from(out, state, start, say)
-    ctx = st.Context(exp, out, space, say)
+    ctx = Context(exp, out, space, say)
     ctx.profiles  # noqa: B018  (every device profile must resolve before any stage runs)
     _write_experiment(out, exp)
     summaries: dict[str, Any] = {}
@@ -155,30 +159,12 @@ def run_pipeline(exp: Experiment, out: str | Path, start: str | None = None,
                 continue
             say(f"[{i}/{len(STAGES)}] {stage.name}: {stage.title}")
             t0 = time.time()
-            summaries[stage.name] = _run_stage(stage.name, ctx, summaries)
+            summaries[stage.name] = stage.run(ctx, summaries)
             state.record(stage.name, fps[stage.name], time.time() - t0, summaries[stage.name])
             say(f"[{i}/{len(STAGES)}] {stage.name}: done in {time.time() - t0:.0f} s")
     finally:
         ctx.disconnect()
     return summaries
-
-
-def _run_stage(name: str, ctx: st.Context, done: dict[str, Any]) -> Any:
-    if name == "supernet":
-        return st.stage_supernet(ctx)
-    if name == "latency":
-        return st.stage_latency(ctx)
-    if name == "predictor":
-        return st.stage_predictor(ctx)
-    if name == "search":
-        return st.stage_search(ctx)
-    if name == "train":
-        return st.stage_train(ctx, done["search"])
-    if name == "evaluate":
-        return st.stage_evaluate(ctx, done["train"]["models"])
-    from hat_ray.pipeline.report import write_report
-
-    return write_report(ctx, done)
 
 
 def _check_stale(state: PipelineState, fps: dict[str, str], start: str | None) -> None:

@@ -10,15 +10,23 @@ Every engine has the same ask/tell contract, which the Ray Tune searcher adapts:
   as +inf so it is never selected, and never retried).
 - ``finished``: True once nothing is in flight and no more Archs will be asked.
 - ``state_dict()`` / ``load_state_dict()``: plain, versioned data (JSON-serialisable).
+
+An engine is a subclass of :class:`Engine` decorated with :func:`register` in this module; its
+class attributes declare everything the CLI, the pipeline and :func:`make_engine` need (``name``,
+``options``, ``multi_objective``, ``needs_limit``, ``default_budget``), so adding one touches this
+module and its tests only. tests/test_engine_contract.py checks the contract above for every
+registered engine.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -29,19 +37,24 @@ from hat_ray.space import SearchSpace
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 1
+E = TypeVar("E", bound="Engine")
 
 
 class Engine:
     """Shared bookkeeping: score cache, in-flight set, feasible sampling, RNG, budget."""
 
-    name = "base"
+    name = "base"  # the algorithm's name: --algorithm, the pipeline's search.algorithm, make_engine
+    options: tuple[str, ...] = ()  # the EngineOptions fields its constructor takes (keyword arguments)
+    multi_objective = False  # True: latency is an objective too (report its Pareto front, not one best)
+    needs_limit = True  # False: meaningful without any latency limit (the CLI then needs no --device)
+    default_budget: int | None = None  # evaluations when no budget is given (None: the algorithm's own end)
 
     def __init__(self, space: SearchSpace, constraints: Constraints | None = None, seed: int = 0,
                  budget: int | None = None, max_attempts: int = 20000) -> None:
         self.space = space
         self.constraints = constraints or Constraints()
         self.rng = np.random.default_rng(seed)
-        self.budget = budget
+        self.budget = self.default_budget if budget is None else budget
         self.max_attempts = max_attempts
         self.scores: dict[Arch, float] = {}  # insertion order = order results arrived
         self.pending: set[Arch] = set()
@@ -108,7 +121,8 @@ class Engine:
                   max_attempts: int | None = None) -> list[Arch]:
         """Up to ``n`` new (unscored, not in flight, distinct) feasible Archs from ``make``.
         Gives up after ``max_attempts`` candidates (default: the engine's); ``strict`` raises
-        InfeasibleError when none was feasible at all."""
+        InfeasibleError when none was feasible at all (for an engine's first Archs only: once one
+        is scored or in flight, finding none means the feasible Archs are used up, not an error)."""
         out: list[Arch] = []
         seen = set(self.scores) | self.pending | set(self.queue)
         attempts, limit = 0, max_attempts or self.max_attempts
@@ -129,6 +143,12 @@ class Engine:
 
     def _random(self) -> Arch:
         return self.space.sample(self.rng)
+
+    def _check_options(self, **values: Any) -> None:
+        """ValueError listing every invalid value of the engine's declared options."""
+        problems = EngineOptions(**values).problems_of(self.options)
+        if problems:
+            raise ValueError("; ".join(problems))
 
     # ---- state ----
     def state_dict(self) -> dict[str, Any]:
@@ -161,37 +181,107 @@ class Engine:
         pass
 
 
-class RandomSearch(Engine):
-    """Uniform feasible samples until the budget is used (the baseline)."""
-
-    name = "random"
-
-    def __init__(self, space: SearchSpace, constraints: Constraints | None = None, seed: int = 0,
-                 budget: int = 1000, **kwargs: Any) -> None:
-        super().__init__(space, constraints, seed, budget, **kwargs)
-
-    def ask(self) -> Arch | None:
-        if not self.queue and self.budget_left() > 0:
-            self.queue = self._feasible(min(self.budget_left(), 64), self._random, strict=not self.scores)
-            if not self.queue:
-                self.budget = len(self.scores) + len(self.pending)  # space exhausted
-        return self._hand_out()
+ENGINES: dict[str, type[Engine]] = {}  # name -> engine class, in registration order (see register)
 
 
+def register(cls: type[E]) -> type[E]:
+    """Class decorator: make an engine available by its ``name`` to the search CLI's --algorithm,
+    the pipeline's ``search.algorithm`` and :func:`make_engine`. Checks the declaration: a new
+    name, and options that are fields of :class:`EngineOptions` with a help text."""
+    if not cls.name or cls.name == Engine.name or cls.name in ENGINES:
+        raise ValueError(f"engine {cls.__name__}: name {cls.name!r} is empty, the base's or already registered")
+    fields = {f.name for f in dataclasses.fields(EngineOptions)}
+    unknown = [o for o in cls.options if o not in fields or o not in EngineOptions.HELP]
+    if unknown:
+        raise ValueError(f"engine {cls.name}: options {', '.join(unknown)} are not declared (with a help text) "
+                         "by EngineOptions")
+    ENGINES[cls.name] = cls
+    return cls
+
+
+class _Uses(Mapping[str, tuple[str, ...]]):
+    """Read-only view {algorithm: its options} of the registered engines' declarations."""
+
+    def __getitem__(self, algorithm: str) -> tuple[str, ...]:
+        return ENGINES[algorithm].options
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(ENGINES)
+
+    def __len__(self) -> int:
+        return len(ENGINES)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The engines' settings, declared once with HAT's defaults: the search CLI's flags and the
+    pipeline's ``search:`` section are checked against this (:meth:`problems`) and build the
+    engine's arguments from it (:meth:`kwargs`). Which settings an engine takes is declared by
+    the engine (its ``options``); ``USES`` is a view of those declarations."""
+
+    population: int = 125
+    parents: int = 25
+    mutations: int = 50
+    crossovers: int = 50
+    mutation_prob: float = 0.3
+    iterations: int = 30
+
+    USES = _Uses()
+    HELP = {"population": "Archs per generation (steady: random Archs before breeding)",
+            "parents": "best Archs kept as parents", "mutations": "children by mutation per generation",
+            "crossovers": "children by crossover per generation", "mutation_prob": "chance to resample each gene",
+            "iterations": "generations after the first"}
+
+    def problems(self, algorithm: str, prefix: str = "") -> list[str]:
+        """Every invalid value for ``algorithm`` (``prefix`` names where the values came from)."""
+        if algorithm not in ENGINES:
+            return [f"{prefix}algorithm must be one of {', '.join(ENGINES)}, got {algorithm!r}"]
+        return self.problems_of(ENGINES[algorithm].options, prefix)
+
+    def problems_of(self, used: tuple[str, ...], prefix: str = "") -> list[str]:
+        """Every invalid value among the options ``used``."""
+        out = []
+        for name in ("population", "parents", "iterations"):
+            if name in used and getattr(self, name) < 1:
+                out.append(f"{prefix}{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("mutations", "crossovers"):
+            if name in used and getattr(self, name) < 0:
+                out.append(f"{prefix}{name} must be >= 0, got {getattr(self, name)}")
+        if "parents" in used and self.parents > self.population >= 1:
+            out.append(f"{prefix}parents ({self.parents}) must be <= population ({self.population})")
+        if "mutation_prob" in used and not 0 <= self.mutation_prob <= 1:
+            out.append(f"{prefix}mutation_prob must be in [0, 1], got {self.mutation_prob}")
+        return out
+
+    def kwargs(self, algorithm: str) -> dict[str, Any]:
+        """The engine's keyword arguments for ``algorithm``."""
+        values = asdict(self)
+        return {name: values[name] for name in ENGINES[algorithm].options}
+
+
+def make_engine(algorithm: str, space: SearchSpace, constraints: Constraints | None = None,
+                seed: int = 0, budget: int | None = None, **kwargs: Any) -> Engine:
+    """Build a registered engine by name (see ``ENGINES``); ``budget`` None: its default budget."""
+    if algorithm not in ENGINES:
+        raise ValueError(f"unknown algorithm {algorithm!r}: use one of {', '.join(ENGINES)}")
+    return ENGINES[algorithm](space, constraints, seed, budget, **kwargs)
+
+
+@register
 class HatEvolution(Engine):
     """HAT's generational evolution (population 125 = 25 parents + 50 mutations + 50
     crossovers, mutation probability 0.3, 30 generations), fixed: cached scores, bounded
     feasible sampling, and the last generation scored before the best is chosen."""
 
     name = "hat"
+    options = ("population", "parents", "mutations", "crossovers", "mutation_prob", "iterations")
 
     def __init__(self, space: SearchSpace, constraints: Constraints | None = None, seed: int = 0,
                  budget: int | None = None, population: int = 125, parents: int = 25, mutations: int = 50,
                  crossovers: int = 50, mutation_prob: float = 0.3, iterations: int = 30, **kwargs: Any) -> None:
         super().__init__(space, constraints, seed, budget, **kwargs)
-        problems = EngineOptions(population, parents, mutations, crossovers, mutation_prob, iterations).problems(self.name)
-        if problems:
-            raise ValueError("; ".join(problems))
+        self._check_options(population=population, parents=parents, mutations=mutations, crossovers=crossovers,
+                            mutation_prob=mutation_prob, iterations=iterations)
         self.population_size, self.parents, self.mutations = population, parents, mutations
         self.crossovers, self.mutation_prob, self.iterations = crossovers, mutation_prob, iterations
         self.generation = -1
@@ -258,11 +348,14 @@ class HatEvolution(Engine):
         self.population = [Arch.from_dict(a) for a in extra["population"]]
 
 
+@register
 class ParetoEvolution(HatEvolution):
     """Multi-objective evolution over (validation loss, predicted latency on each constrained
     device): parents by non-dominated rank, ties broken by crowding distance (NSGA-II)."""
 
     name = "pareto"
+    multi_objective = True
+    needs_limit = False  # latency on each --device is an objective, a limit is optional
 
     def select_parents(self, population: list[Arch]) -> list[Arch]:
         objs = np.array([[self.scores[a], *self.constraints.latencies(a).values()] for a in population])
@@ -276,18 +369,21 @@ class ParetoEvolution(HatEvolution):
         return [population[i] for i in order[: self.parents]]
 
 
+@register
 class SteadyStateEvolution(Engine):
     """Asynchronous evolution without a generation barrier: every ask breeds one child from
     the current best ``parents`` scored Archs, so slow or heterogeneous scorers never idle the
     others. The first ``population`` asks are random feasible samples."""
 
     name = "steady"
+    options = ("population", "parents", "mutation_prob")
 
     def __init__(self, space: SearchSpace, constraints: Constraints | None = None, seed: int = 0,
                  budget: int | None = None, population: int = 125, parents: int = 25,
                  mutation_prob: float = 0.3, crossover_share: float = 0.5, **kwargs: Any) -> None:
-        budget = population + 29 * 100 if budget is None else budget  # HAT's unique evaluations
+        budget = population + 29 * 100 if budget is None else budget  # its own end: HAT's unique evaluations
         super().__init__(space, constraints, seed, budget, **kwargs)
+        self._check_options(population=population, parents=parents, mutation_prob=mutation_prob)
         self.population_size, self.parents = population, parents
         self.mutation_prob, self.crossover_share = mutation_prob, crossover_share
 
@@ -296,17 +392,19 @@ class SteadyStateEvolution(Engine):
             return None
         if not self.queue:
             started = len(self.scores) + len(self.pending)
-            scored = [a for a, s in self.scores.items() if math.isfinite(s)]
+            scored = [(a, s) for a, s in self.scores.items() if math.isfinite(s)]
             make = self._random if started < self.population_size or len(scored) < 2 else self._breeder(scored)
-            self.queue = self._feasible(1, make, strict=not self.scores)
+            first = not (self.scores or self.pending)  # later: the limit is reachable, the space may be used up
+            self.queue = self._feasible(1, make, strict=first)
             if not self.queue and make is not self._random:
                 self.queue = self._feasible(1, self._random)
             if not self.queue:
                 self.budget = len(self.scores) + len(self.pending)  # nothing new left to try
         return self._hand_out()
 
-    def _breeder(self, scored: list[Arch]) -> Callable[[], Arch]:
-        parents = sorted(scored, key=lambda a: self.scores[a])[: self.parents]
+    def _breeder(self, scored: list[tuple[Arch, float]]) -> Callable[[], Arch]:
+        # the best ``parents`` (ties: first scored first); on (Arch, loss) pairs: no Arch hashing per ask
+        parents = [a for a, _ in heapq.nsmallest(self.parents, scored, key=lambda t: t[1])]
 
         def make() -> Arch:
             if len(parents) >= 2 and self.rng.random() < self.crossover_share:
@@ -317,63 +415,20 @@ class SteadyStateEvolution(Engine):
         return make
 
 
-ENGINES: dict[str, type[Engine]] = {
-    e.name: e for e in (HatEvolution, SteadyStateEvolution, RandomSearch, ParetoEvolution)
-}
+@register
+class RandomSearch(Engine):
+    """Uniform feasible samples until the budget is used (the baseline)."""
 
+    name = "random"
+    default_budget = 1000
 
-@dataclass(frozen=True)
-class EngineOptions:
-    """The engines' settings, declared once with HAT's defaults: the search CLI's flags and the
-    pipeline's ``search:`` section are checked against this (:meth:`problems`) and build the
-    engine's arguments from it (:meth:`kwargs`). Which settings an algorithm uses: ``USES``."""
-
-    population: int = 125
-    parents: int = 25
-    mutations: int = 50
-    crossovers: int = 50
-    mutation_prob: float = 0.3
-    iterations: int = 30
-
-    USES = {"hat": ("population", "parents", "mutations", "crossovers", "mutation_prob", "iterations"),
-            "pareto": ("population", "parents", "mutations", "crossovers", "mutation_prob", "iterations"),
-            "steady": ("population", "parents", "mutation_prob"), "random": ()}
-    HELP = {"population": "Archs per generation (steady: random Archs before breeding)",
-            "parents": "best Archs kept as parents", "mutations": "children by mutation per generation",
-            "crossovers": "children by crossover per generation", "mutation_prob": "chance to resample each gene",
-            "iterations": "generations after the first"}
-
-    def problems(self, algorithm: str, prefix: str = "") -> list[str]:
-        """Every invalid value for ``algorithm`` (``prefix`` names where the values came from)."""
-        if algorithm not in self.USES:
-            return [f"{prefix}algorithm must be one of {', '.join(self.USES)}, got {algorithm!r}"]
-        used, out = self.USES[algorithm], []
-        for name in ("population", "parents", "iterations"):
-            if name in used and getattr(self, name) < 1:
-                out.append(f"{prefix}{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("mutations", "crossovers"):
-            if name in used and getattr(self, name) < 0:
-                out.append(f"{prefix}{name} must be >= 0, got {getattr(self, name)}")
-        if "parents" in used and self.parents > self.population >= 1:
-            out.append(f"{prefix}parents ({self.parents}) must be <= population ({self.population})")
-        if "mutation_prob" in used and not 0 <= self.mutation_prob <= 1:
-            out.append(f"{prefix}mutation_prob must be in [0, 1], got {self.mutation_prob}")
-        return out
-
-    def kwargs(self, algorithm: str) -> dict[str, Any]:
-        """The engine's keyword arguments for ``algorithm``."""
-        values = asdict(self)
-        return {name: values[name] for name in self.USES[algorithm]}
-
-
-def make_engine(algorithm: str, space: SearchSpace, constraints: Constraints | None = None,
-                seed: int = 0, budget: int | None = None, **kwargs: Any) -> Engine:
-    """Build an engine by name: hat | steady | random | pareto."""
-    if algorithm not in ENGINES:
-        raise ValueError(f"unknown algorithm {algorithm!r}: use one of {', '.join(ENGINES)}")
-    if algorithm == "random":
-        return RandomSearch(space, constraints, seed, budget or 1000, **kwargs)
-    return ENGINES[algorithm](space, constraints, seed, budget, **kwargs)
+    def ask(self) -> Arch | None:
+        if not self.queue and self.budget_left() > 0:
+            first = not (self.scores or self.pending)  # later: the limit is reachable, the space may be used up
+            self.queue = self._feasible(min(self.budget_left(), 64), self._random, strict=first)
+            if not self.queue:
+                self.budget = len(self.scores) + len(self.pending)  # space exhausted
+        return self._hand_out()
 
 
 def _dominated(objs: np.ndarray, i: int) -> bool:

@@ -14,18 +14,17 @@ import pandas as pd
 import yaml
 
 from hat_ray.arch import Arch
-from hat_ray.checkpoint import atomic_write
-from hat_ray.model.accounting import count_flops, count_params
+from hat_ray.io import atomic_write
 from hat_ray.search.constraints import Constraints
 from hat_ray.search.evolution import Engine
+from hat_ray.search.result import SearchFolder, SearchResult
 from hat_ray.space import SearchSpace
+from hat_ray.summary import arch_summary
 
 
 def candidate(arch: Arch, loss: float, space: SearchSpace, constraints: Constraints) -> dict[str, Any]:
-    q, t = space.super.qkv_dim, space.super.seq_len
-    return {"arch": arch.to_dict(), "key": arch.key(), "valid_loss": loss,
-            "predicted_ms": constraints.latencies(arch), "params": count_params(arch, q),
-            "flops": count_flops(arch, q, t)}
+    """The Arch's summary (hat_ray.summary.arch_summary) with its validation loss."""
+    return {**arch_summary(arch, space, constraints), "valid_loss": loss}
 
 
 def top_candidates(engine: Engine, k: int, pareto: bool = False) -> list[tuple[Arch, float]]:
@@ -86,7 +85,7 @@ def trials_frame(engine: Engine, space: SearchSpace, constraints: Constraints,
 
 def write_outputs(out: Path, space: SearchSpace, engine: Engine, constraints: Constraints,
                   info: dict[str, Any], top: list[tuple[Arch, float]] | None = None,
-                  measured: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+                  measured: dict[str, dict[str, float]] | None = None) -> SearchResult:
     """Write every output; with ``top`` (the re-measured candidates) and ``measured`` ({arch
     key: {device: ms}}), result.json also holds ``top`` (each with ``measured_ms``), the
     ``measured`` summary, and ``measured_ms`` on the best / Pareto entries that were measured."""
@@ -114,9 +113,7 @@ def write_outputs(out: Path, space: SearchSpace, engine: Engine, constraints: Co
         text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
         atomic_write(out / name, lambda tmp, text=text: Path(tmp).write_text(text))
     atomic_write(out / "pareto.png", lambda tmp: Path(tmp).write_bytes(pareto_png(frame, front, constraints)))
-    text = json.dumps(result, indent=2)
-    atomic_write(out / "result.json", lambda tmp: Path(tmp).write_text(text))
-    return result
+    return SearchFolder(out).write_result(result)  # last: a result.json means every output is there
 
 
 def pareto_png(frame: pd.DataFrame, front: list[dict[str, Any]], constraints: Constraints) -> bytes:

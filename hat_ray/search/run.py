@@ -7,7 +7,8 @@ Outputs in ``out``::
     best_arch.yaml       the best Arch, hat-ray format;  best_arch_hat.yaml: HAT's format
     pareto.png           loss vs predicted latency, Pareto front highlighted
     evaluations.jsonl    durable evaluation log (what --resume replays)
-    search_config.json   the options of the run (checked on --resume)
+    search_config.json   what the scores depend on (hashes of weights, batches, predictors; the
+                         engine's settings): a --resume that changes any of it is refused
     tune/                Ray Tune experiment (TensorBoard logs per trial);  tb/: best-so-far curve
 
 With ``measure_top`` K > 0 the final top-K (best K by loss; Pareto: up to K along the front)
@@ -19,7 +20,6 @@ checked before the search starts: a device without a node fails at once.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -27,7 +27,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +36,18 @@ from ray import tune
 from ray.tune.execution.placement_groups import PlacementGroupFactory
 
 from hat_ray.arch import Arch
-from hat_ray.checkpoint import atomic_write
 from hat_ray.cluster import require_devices
 from hat_ray.errors import ConfigError, HatRayError
 from hat_ray.latency.profile import DeviceProfile
-from hat_ray.model.accounting import count_flops, count_params
 from hat_ray.search.constraints import Constraints
 from hat_ray.search.evolution import make_engine
 from hat_ray.search.pool import start_pool
 from hat_ray.search.report import top_candidates, write_outputs
+from hat_ray.search.result import SearchFolder, SearchResult, search_fingerprint
 from hat_ray.search.searcher import EvolutionSearcher, log_cache
 from hat_ray.search.trial import score_trial
 from hat_ray.space import SearchSpace
+from hat_ray.summary import arch_summary
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "search"
@@ -60,19 +60,28 @@ class SearchOptions:
     scorers: int = 2
     seed: int = 0
     threads_per_scorer: int = 1
-    scorer_cpus: float = 1.0
+    scorer_cpus: float | None = None  # CPUs reserved per scorer (default: one per thread)
     use_gpu: bool = False
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     measure_top: int = 0  # re-measure the final top-K on the constrained devices (0: off)
 
+    @property
+    def cpus(self) -> float:
+        """CPUs each scorer reserves: its torch threads unless set otherwise."""
+        return float(self.threads_per_scorer if self.scorer_cpus is None else self.scorer_cpus)
+
+    def fingerprint(self, weights: dict[str, Any], batches: list[dict[str, Any]], constraints: Constraints,
+                    run_info: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What a resume must match (hat_ray.search.result.search_fingerprint)."""
+        return search_fingerprint(weights, batches, constraints, self.algorithm, self.seed, self.budget,
+                                  self.engine_kwargs, run_info,
+                                  {"scorers": self.scorers, "threads_per_scorer": self.threads_per_scorer,
+                                   "scorer_cpus": self.cpus, "use_gpu": self.use_gpu})
+
 
 def _make_config(space: SearchSpace, constraints: Constraints, pool: str, namespace: str | None):
-    q, t = space.super.qkv_dim, space.super.seq_len
-
     def make(arch: Arch) -> dict[str, Any]:
-        return {"arch": arch.to_dict(), "key": arch.key(), "pool": pool, "namespace": namespace,
-                "predicted_ms": constraints.latencies(arch), "params": count_params(arch, q),
-                "flops": count_flops(arch, q, t)}
+        return {**arch_summary(arch, space, constraints), "pool": pool, "namespace": namespace}
 
     return make
 
@@ -126,27 +135,29 @@ def hypervolume(points: list[tuple[float, float]], ref: tuple[float | None, floa
 def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[str, Any]],
                constraints: Constraints, out: str | Path, options: SearchOptions,
                resume: bool = False, run_info: dict[str, Any] | None = None,
-               profiles: Sequence[DeviceProfile] | None = None) -> dict[str, Any]:
-    """Run (or resume) a search; returns the result dict also written to ``out/result.json``.
+               profiles: Sequence[DeviceProfile] | None = None) -> SearchResult:
+    """Run (or resume) a search; returns its result (also written to ``out/result.json``).
     Ray must already be initialised (see hat_ray.cluster / the CLI). ``profiles``: the device
     profile of each constrained device for ``options.measure_top`` (default: the bundled
-    profile named like the device)."""
+    profile named like the device). ``run_info`` is recorded in the result; its ``data``,
+    ``valid_sentences`` and ``max_tokens`` name how ``batches`` were made (a resume that
+    changes them is refused by name)."""
     out = Path(out).resolve()
-    check_out(out, resume)
+    folder = SearchFolder(out)
+    folder.check(resume)
     _check_capacity(options)
     measure_profiles = measurement_profiles(constraints, options.measure_top, profiles)
     if measure_profiles:
         require_devices(list(measure_profiles.values()))  # a device without a node fails before the search
-    out.mkdir(parents=True, exist_ok=True)
-    _check_resume(out, options, resume, run_info or {})
+    folder.check_resume(options.fingerprint(weights, batches, constraints, run_info), resume)
     engine = make_engine(options.algorithm, space, constraints, options.seed, options.budget, **options.engine_kwargs)
-    log_path = out / "evaluations.jsonl"
+    log_path = folder.log_path
     cache = log_cache(log_path) if resume else {}
     name = f"hat-ray-search-{uuid.uuid4().hex[:6]}"
     namespace = ray.get_runtime_context().namespace
     # Two trials per scorer keep each scorer's next candidate queued in the pool; the pool's start
     # barrier keeps Tune reusing their trial actors (see hat_ray.search.pool).
-    pool = start_pool(weights, batches, options.scorers, name, options.scorer_cpus, options.threads_per_scorer,
+    pool = start_pool(weights, batches, options.scorers, name, options.cpus, options.threads_per_scorer,
                       options.use_gpu, hold=True)
     started = time.time()
     try:
@@ -170,7 +181,7 @@ def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[s
     top, measured = None, None
     if measure_profiles:
         t0 = time.time()
-        top = top_candidates(engine, options.measure_top, pareto=options.algorithm == "pareto")
+        top = top_candidates(engine, options.measure_top, pareto=engine.multi_objective)
         measured = measure_candidates([a for a, _ in top], measure_profiles, space,
                                       {c.device: c.predictor for c in constraints.items})
         info["measure_seconds"] = round(time.time() - t0, 2)
@@ -263,37 +274,11 @@ def _next_attempt(out: Path) -> int:
 def _check_capacity(options: SearchOptions) -> None:
     """Fail fast instead of leaving scorer actors pending forever."""
     total = ray.cluster_resources()
-    need, have = options.scorers * options.scorer_cpus, total.get("CPU", 0.0)
+    need, have = options.scorers * options.cpus, total.get("CPU", 0.0)
     if need > have:
-        raise HatRayError(f"{options.scorers} scorers need {need:g} CPUs but the cluster has {have:g}: "
-                          f"use --scorers {max(1, int(have // options.scorer_cpus))} or add nodes")
+        per = f" ({options.cpus:g} each: one per --threads)" if options.cpus != 1 else ""
+        raise HatRayError(f"{options.scorers} scorers need {need:g} CPUs{per} but the cluster has {have:g}: "
+                          f"use --scorers {max(1, int(have // options.cpus))}, fewer --threads, or add nodes")
     if options.use_gpu and options.scorers > total.get("GPU", 0.0):
         raise HatRayError(f"{options.scorers} GPU scorers need {options.scorers} GPUs but the cluster has "
                           f"{total.get('GPU', 0):g}: drop --gpu or use fewer --scorers")
-
-
-def check_out(out: str | Path, resume: bool) -> None:
-    """The cheap part of the --out / --resume checks, for callers to run before minutes of loading."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise HatRayError(f"--out {out} is a file, not a folder: choose a folder for the search's outputs")
-    if resume and not (out / "search_config.json").exists():
-        raise HatRayError(f"nothing to resume in {out} (no search_config.json): run without --resume")
-    if not resume and (out / "evaluations.jsonl").exists():
-        raise HatRayError(f"{out} already holds a search: pass --resume to continue it or choose a new --out")
-
-
-def _check_resume(out: Path, options: SearchOptions, resume: bool, run_info: dict[str, Any]) -> None:
-    """The options match the saved ones on --resume (after ``check_out``); a new search saves them."""
-    cfg_path = out / "search_config.json"
-    opts = {k: v for k, v in asdict(options).items() if k != "measure_top"}  # after the search: may change
-    current = {"options": opts, **{k: v for k, v in run_info.items() if k in ("supernet", "devices")}}
-    if resume:
-        saved = json.loads(cfg_path.read_text())
-        if saved != json.loads(json.dumps(current)):
-            raise HatRayError(f"{cfg_path} was written with other options; resume with the same options "
-                              "or use a new --out")
-        return
-    atomic_write(cfg_path, lambda tmp: Path(tmp).write_text(json.dumps(current, indent=2)))
-
-

@@ -37,8 +37,8 @@ from typing import Any, BinaryIO
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from hat_ray.checkpoint import atomic_write
 from hat_ray.errors import OutputError
+from hat_ray.io import atomic_write
 from hat_ray.train.state import LAST, SUMMARY
 
 log = logging.getLogger(__name__)

@@ -63,6 +63,11 @@ class TrainConfig:
         for name in ("max_tokens", "update_freq", "log_every"):
             if getattr(c, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(c, name)}")
+        for name in ("validate_every", "save_every", "keep_last"):  # 0: only at the end / keep none
+            if getattr(c, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(c, name)}")
+        if c.seed < 0:  # numpy's generators (batches, Archs) refuse negative seeds
+            problems.append(f"seed must be >= 0, got {c.seed}")
         if c.max_updates is not None and c.max_updates < 0:
             problems.append(f"max_updates must be >= 0, got {c.max_updates}")
         if c.max_minutes is not None and c.max_minutes <= 0:
@@ -70,7 +75,7 @@ class TrainConfig:
         if c.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {SCHEDULES}, got {c.schedule!r}")
         if c.schedule == "cosine" and c.max_updates is None:
-            problems.append("the cosine schedule needs --max-updates (its horizon); use inverse_sqrt with a time budget")
+            problems.append("schedule cosine needs max_updates (its horizon); use inverse_sqrt with a time budget")
         if c.dropout is not None and not 0 <= c.dropout < 1:
             problems.append(f"dropout must be in [0, 1), got {c.dropout}")
         if not 0 <= c.label_smoothing < 1:

@@ -27,7 +27,7 @@ from hat_ray.data.batching import encode_corpus, make_batches
 from hat_ray.data.corpus import ParallelCorpus
 from hat_ray.errors import DataError
 from hat_ray.model.decode import beam_search, greedy_decode
-from hat_ray.model.transformer import EOS, PAD
+from hat_ray.tokens import EOS, PAD
 from hat_ray.train.loss import validation_loss
 from hat_ray.train.trainer import batches_of
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import Tensor
 
-from hat_ray.checkpoint import atomic_write
+from hat_ray.io import atomic_write
 from hat_ray.train.config import TrainConfig
 
 log = logging.getLogger("hat_ray.train")

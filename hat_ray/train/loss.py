@@ -16,7 +16,7 @@ from torch import Tensor
 
 from hat_ray.arch import Arch
 from hat_ray.data.batching import Batch
-from hat_ray.model.transformer import PAD
+from hat_ray.tokens import PAD
 
 LN2 = math.log(2.0)
 

@@ -1,7 +1,7 @@
 """Data-parallel training on a Ray cluster with Ray Train's TorchTrainer (the Ray edge of train/).
 
 K workers each build the same :class:`~hat_ray.train.trainer.Trainer` from one
-:class:`~hat_ray.train.run.RunSpec` (shipped once through the object store), inside the process
+:class:`~hat_ray.train.spec.RunSpec` (shipped once through the object store), inside the process
 group TorchTrainer sets up (gloo on CPU, nccl on GPU). Each worker asks for exactly
 ``cpus_per_worker`` CPUs (and one GPU with ``use_gpu``) and runs torch with that many threads.
 
@@ -30,7 +30,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from hat_ray.errors import HatRayError
 from hat_ray.train.artifacts import OutputMirror, SinkInfo, start_sink, stop_sink
 from hat_ray.train.comm import TorchDistComm
-from hat_ray.train.run import RunSpec, build_trainer
+from hat_ray.train.spec import RunSpec, build_trainer
 from hat_ray.train.state import SUMMARY
 
 log = logging.getLogger(__name__)
