@@ -48,6 +48,11 @@ class OutputError(HatRayError):
     whatever was there before is left intact."""
 
 
+class ExportError(HatRayError):
+    """A model cannot be exported as asked (an option combination a format cannot honour, a
+    runtime that is not installed) or an export folder cannot be used."""
+
+
 class DeviceError(HatRayError):
     """A device profile cannot run on the cluster (no such node, bad profile)."""
 

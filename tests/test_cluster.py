@@ -41,7 +41,7 @@ def test_cluster_status_json_on_a_local_instance():
     assert set(status) >= {"address", "nodes", "devices"} and status["address"]
     [node] = status["nodes"]
     assert node["alive"] and node["cpus"] >= 1 and node["memory_bytes"] > 0
-    assert node["devices"] == {"device:cpu": 1.0}
+    assert node["devices"] == {"device:cpu": 1.0, "device:cpu_int8": 1.0, "device:cpu_ort": 1.0}  # the local profiles
     assert status["devices"]["local_cpu"] == {"resource": "device:cpu", "labels": {}, "nodes": [node["node_id"]]}
     assert status["devices"]["raspberrypi4"]["resource"] == "device:rpi4"
     assert status["devices"]["raspberrypi4"]["nodes"] == []

@@ -8,7 +8,7 @@ from hat_ray.errors import ConfigError
 from hat_ray.latency import DeviceProfile
 from hat_ray.resources import bundled_names
 
-BUNDLED = ("cuda_gpu", "local_cpu", "raspberrypi4", "titanxp", "xeon_e5_2640")
+BUNDLED = ("cuda_gpu", "local_cpu", "local_cpu_int8", "local_cpu_ort", "raspberrypi4", "titanxp", "xeon_e5_2640")
 
 
 def test_bundled_profiles_load_and_round_trip():

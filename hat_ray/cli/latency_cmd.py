@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -111,6 +112,11 @@ def _collect(args: argparse.Namespace) -> int:
         raise ConfigError("command line", [f"--out must be a .parquet dataset, got {args.out!r}"])
     check_output(args.out, "--out")
     existing_keys(Path(args.out), space.name, profiles)  # an unreadable or foreign --out fails before Ray starts
+    if not (args.address or os.environ.get("RAY_ADDRESS")):  # the probes run here: their runtimes must too
+        from hat_ray.latency.backends import BACKENDS
+
+        for profile in profiles:
+            BACKENDS[profile.runtime](profile).check_packages()
     rng = np.random.default_rng(args.seed)
     archs = [space.latency_space().sample(rng) for _ in range(args.n)]
     started = connect(args.address, profiles)
@@ -158,7 +164,7 @@ def _fit(args: argparse.Namespace) -> int:
     predictor.save(args.out)
     info = {"out": str(args.out), "model": predictor.model, "mode": predictor.mode, "unit": predictor.unit,
             "reference": predictor.reference, "space": predictor.space_name,
-            "device": predictor.device, "n_train": len(data), "noise": round(float(predictor.meta["noise"]), 4),
+            "device": predictor.device, "runtime": predictor.runtime, "n_train": len(data), "noise": round(float(predictor.meta["noise"]), 4),
             "base": predictor.meta.get("base"), "seconds": round(time.time() - t0, 2)}
     if args.json:
         print_json(info)

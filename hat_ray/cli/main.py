@@ -24,6 +24,8 @@ COMMANDS = (
     "latency_cmd",
     "pipeline_cmd",
     "cluster_cmd",
+    "export_cmd",
+    "translate_cmd",
 )
 
 

@@ -23,7 +23,6 @@ Sources (public):
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hat_ray.errors import DataError
+from hat_ray.io import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def download_file(url: str, dest: Path, sha256: str | None = None, timeout: floa
     An existing verified ``dest`` is kept (a re-run after an interruption)."""
     if not url.startswith(("https://", "http://", "file://")):
         raise DataError(f"refusing to download {url}: only http(s) and file URLs")
-    if dest.is_file() and (sha256 is None or _sha256(dest) == sha256):
+    if dest.is_file() and (sha256 is None or file_sha256(dest) == sha256):
         return dest
     part = dest.with_name(dest.name + ".part")
     log.info("downloading %s", url)
@@ -112,19 +112,11 @@ def download_file(url: str, dest: Path, sha256: str | None = None, timeout: floa
         reason = getattr(exc, "reason", None) or exc
         raise DataError(f"cannot download {url} ({reason}); without network, put the dataset's files in a "
                         "folder and pass --data-dir DIR") from None
-    if sha256 is not None and _sha256(part) != sha256:
+    if sha256 is not None and file_sha256(part) != sha256:
         part.unlink()
         raise DataError(f"{url}: downloaded file does not have the expected sha256 {sha256[:12]}...")
     os.replace(part, dest)
     return dest
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ---- preparation of each dataset (staging folder -> files under their usual names) ----

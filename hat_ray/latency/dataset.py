@@ -28,6 +28,7 @@ import pandas as pd
 from hat_ray.arch import FEATURE_NAMES, Arch
 from hat_ray.errors import DataError
 from hat_ray.io import atomic_write
+from hat_ray.latency.backends import DEFAULT as DEFAULT_RUNTIME
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ COLUMNS = (
     "latency_ms", "encoder_ms", "decoder_ms",
     "latency_ref", "latency_ref_iqr", "reference_key", "reference_ms", "reference_ms_rounds",
     *(f"{p}_{s}" for p in ("encoder", "decoder") for s in _PART_STATS),
-    "disturbed", "statistic", "protocol", "vocab", "threads", "dtype",
+    "disturbed", "statistic", "protocol", "vocab", "threads", "dtype", "runtime", "runtime_version", "setup_s",
     "host", "pid", "node_id", "platform", "torch_version", "hat_ray_version", "python_version", "ray_version",
     "cpu_freq_mhz", "load_1m", "temperature_c", "others_cpu_share", "started_at", "finished_at",
 )
@@ -219,6 +220,11 @@ class LatencyDataset:
         ms = rounds if len(rounds) else self.frame["reference_ms"].to_numpy(dtype=float)
         return {"key": str(self.frame["reference_key"].iloc[0]), "ms": float(np.median(ms)),
                 "ms_iqr": float(np.subtract(*np.percentile(ms, [75, 25]))), "rows": len(self.frame)}
+
+    def runtimes(self) -> list[str]:
+        """The runtimes the rows were measured with (a profile's ``runtime``); rows without one
+        (HAT's CSV: PyTorch; datasets written before runtimes were recorded) count as ``torch``."""
+        return sorted({value if isinstance(value, str) else DEFAULT_RUNTIME for value in self.frame["runtime"]})
 
     def keys(self) -> set[tuple[str, str]]:
         f = self.frame.dropna(subset=["arch_key"])

@@ -1,10 +1,15 @@
-"""measure(arch, profile): HAT's latency protocol on a static random-weight model (pure torch).
+"""measure(arch, profile): HAT's latency protocol on a static random-weight model.
 
 Protocol (spec section 4): batch ``batch``, source length ``src_len`` (the space's seq_len by
 default), fp32. Encoder: ``warmup`` untimed forwards, then timed forwards. Decoder: each timed
 run is ``tgt_len`` incremental steps (one token per step with cached keys/values) on
 ``batch * beam`` rows, INCLUDING the full-vocabulary output projection. Latency does not
 depend on weight values, so the model is built directly with random weights.
+
+What runs the model is the profile's ``runtime``: a latency backend (hat_ray.latency.backends:
+PyTorch eager by default, PyTorch with int8 projections, ONNX Runtime) builds the Arch's two
+workloads; this module times them. Statistics, disturbance handling and the reference protocol
+below are the same for every backend.
 
 Better statistics than HAT's trimmed mean alone: per part the median, trimmed mean (HAT's
 10-90% band), std, IQR and coefficient of variation (std / mean). Disturbance handling:
@@ -32,7 +37,8 @@ statistic over the rounds), the spread of the ratio (``latency_ref_iqr``), the r
 in each of the Arch's rounds (``reference_ms_rounds``, JSON) and their median (``reference_ms``);
 ``disturbed`` means the ratio's CV exceeded ``max_cv``.
 
-GPU parts are timed with CUDA events after synchronisation. No Ray here: probes call this.
+GPU parts (runtime torch, device cuda) are timed with CUDA events after synchronisation. No Ray
+here: probes call this.
 """
 
 from __future__ import annotations
@@ -44,8 +50,7 @@ import platform
 import socket
 import time
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -54,13 +59,11 @@ import torch
 
 import hat_ray
 from hat_ray.arch import FEATURE_NAMES, Arch
-from hat_ray.errors import DeviceError
+from hat_ray.latency.backends import Backend, Timer, Work, backend_for
 from hat_ray.latency.profile import DeviceProfile, Protocol
-from hat_ray.model.transformer import ModelConfig, Transformer, reorder_encoder_out
 from hat_ray.space import SearchSpace
 
 log = logging.getLogger(__name__)
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 PARTS = ("encoder", "decoder")
 
 
@@ -72,29 +75,26 @@ def measure(arch: Arch, profile: DeviceProfile, space: SearchSpace, *, vocab: in
     encoder + decoder in ms by the profile's statistic, per-part statistics (ms), the machine
     state (CPU frequency MHz, 1-min load, temperature C where psutil can read them, and
     ``others_cpu_share``: the share of the machine's CPU capacity other processes used while it
-    measured, 0..1, a contention indicator), versions,
+    measured, 0..1, a contention indicator), the runtime (``runtime``, ``runtime_version``, and
+    ``setup_s``: seconds to build / convert / export the Arch's model, not timed), versions,
     host and timestamps (epoch s). ``node_id``/``ray_version`` are left None (probes fill them).
     Raises ArchError when ``arch`` is outside ``space``'s latency space, DeviceError when the
-    profile's device is not available here. With a reference-mode profile this is a batch of one
-    (:class:`ReferenceBench`).
+    profile's device or runtime is not available here. With a reference-mode profile this is a
+    batch of one (:class:`ReferenceBench`).
     """
     if profile.protocol.mode == "reference":
         return ReferenceBench(profile, space, vocab=vocab, seed=seed).measure([arch])[0]
     space.latency_space().check(arch)
-    device = _torch_device(profile)
+    backend = backend_for(profile)
     proto = profile.protocol
     vocab = vocab or proto.vocab
-    src_len = proto.src_len or space.super.seq_len
-    tgt_len = proto.tgt_len or src_len
     started = time.time()
     contention = _Contention()
-    with _threads(profile.threads):
-        model = _build(space, arch, vocab, seed, device, _DTYPES[profile.dtype])
-        with torch.inference_mode():
-            encode, decode = _workloads(model, proto, vocab, src_len, tgt_len, seed, device)
-            timer = _cuda_timer if device.type == "cuda" else _cpu_timer(profile.threads)
-            stats = {"encoder": _time_part(encode, proto, timer), "decoder": _time_part(decode, proto, timer)}
-    record = _record(arch, profile, space, stats, vocab)
+    with backend.running():
+        work = backend.workloads(space, arch, vocab, seed)
+        timer = backend.timer()
+        stats = {"encoder": _time_part(work.encode, proto, timer), "decoder": _time_part(work.decode, proto, timer)}
+    record = _record(arch, profile, space, stats, vocab, backend, work.setup_s)
     record.update(machine_state(), others_cpu_share=contention.others_share())
     record.update(started_at=started, finished_at=time.time())
     return record
@@ -120,85 +120,7 @@ def measure_many(archs: list[Arch], profile: DeviceProfile, space: SearchSpace, 
     return records
 
 
-def _torch_device(profile: DeviceProfile) -> torch.device:
-    if profile.device == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"device profile {profile.name} needs CUDA but torch.cuda.is_available() is False here")
-    return torch.device(profile.device)
-
-
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """Fix torch's intra-op thread count for the measurement (0 = leave PyTorch's default)."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _build(space: SearchSpace, arch: Arch, vocab: int, seed: int, device: torch.device,
-           dtype: torch.dtype) -> Transformer:
-    """Static random-weight model of exactly ``arch`` (global RNG state left untouched)."""
-    base = ModelConfig.for_space(space.latency_space(), vocab, vocab)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Transformer(ModelConfig.for_arch(base, arch), arch=arch)
-    return model.to(device=device, dtype=dtype).eval()
-
-
-def _workloads(model: Transformer, proto: Protocol, vocab: int, src_len: int, tgt_len: int,
-               seed: int, device: torch.device) -> tuple[Callable[[], Any], Callable[[], Any]]:
-    """The encoder forward and the decoder's ``tgt_len`` incremental steps on beam rows."""
-    gen = torch.Generator().manual_seed(seed)
-    rows = proto.batch * proto.beam
-    src = torch.randint(4, vocab, (proto.batch, src_len), generator=gen).to(device)  # (B, S), no padding
-    prefix = torch.randint(4, vocab, (rows, tgt_len), generator=gen).to(device)  # (B*beam, T)
-    order = torch.arange(proto.batch, device=device).repeat_interleave(proto.beam)
-    enc = reorder_encoder_out(model.encode(src), order)  # (B*beam, S, E) per layer
-
-    def encode() -> Any:
-        return model.encode(src)
-
-    def decode() -> Any:
-        state: dict[str, Any] = {}
-        for t in range(1, tgt_len + 1):
-            logits = model.decode(prefix[:, :t], enc, state=state)  # (B*beam, 1, V)
-        return logits
-
-    return encode, decode
-
-
 # ---- timing ----
-Timer = Callable[[Callable[[], Any]], tuple[float, float]]  # fn -> (ms, cpu share or nan)
-
-
-def _cpu_timer(threads: int) -> Timer:
-    single = threads == 1
-
-    def timer(fn: Callable[[], Any]) -> tuple[float, float]:
-        cpu0 = time.thread_time_ns() if single else time.process_time_ns()
-        t0 = time.perf_counter_ns()
-        fn()
-        wall = time.perf_counter_ns() - t0
-        cpu = (time.thread_time_ns() if single else time.process_time_ns()) - cpu0
-        share = cpu / max(wall, 1) / (1 if single else max(threads or torch.get_num_threads(), 1))
-        return wall / 1e6, share
-
-    return timer
-
-
-def _cuda_timer(fn: Callable[[], Any]) -> tuple[float, float]:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    fn()
-    end.record()
-    end.synchronize()
-    return float(start.elapsed_time(end)), float("nan")
-
-
 def _time_part(fn: Callable[[], Any], proto: Protocol, timer: Timer) -> dict[str, float]:
     """Warm up, then time until ``runs`` undisturbed runs; re-measure (bounded) on high CV."""
     for _ in range(proto.warmup):
@@ -253,50 +175,49 @@ def reference_arch(space: SearchSpace) -> Arch:
 class ReferenceBench:
     """Reference-mode measurement (see the module docstring) on this machine.
 
-    The reference Arch's model is built on first use and kept, so a probe that measures many
-    batches builds it once. ``measure(archs)`` returns one record per Arch, in order."""
+    The reference Arch's workloads (its model in the profile's runtime: built, quantized or
+    exported) are made on first use and kept, so a probe that measures many batches makes them
+    once. ``measure(archs)`` returns one record per Arch, in order."""
 
     def __init__(self, profile: DeviceProfile, space: SearchSpace, *, vocab: int | None = None,
                  seed: int = 0) -> None:
         self.profile, self.space, self.seed = profile, space, seed
         self.vocab = vocab or profile.protocol.vocab
-        self.device = _torch_device(profile)
+        self.backend: Backend = backend_for(profile)
         self.reference = reference_arch(space)
-        self._reference_work: tuple[Callable[[], Any], Callable[[], Any]] | None = None
+        self._reference_work: Work | None = None
 
-    def _work(self, arch: Arch) -> tuple[Callable[[], Any], Callable[[], Any]]:
-        proto = self.profile.protocol
-        src_len = proto.src_len or self.space.super.seq_len
-        model = _build(self.space, arch, self.vocab, self.seed, self.device, _DTYPES[self.profile.dtype])
-        return _workloads(model, proto, self.vocab, src_len, proto.tgt_len or src_len, self.seed, self.device)
+    def _work(self, arch: Arch) -> Work:
+        return self.backend.workloads(self.space, arch, self.vocab, self.seed)
 
     def measure(self, archs: list[Arch]) -> list[dict[str, Any]]:
         latency_space = self.space.latency_space()
         for arch in archs:
             latency_space.check(arch)
-        proto, profile = self.profile.protocol, self.profile
+        proto = self.profile.protocol
         started = time.time()
         contention = _Contention()
-        with _threads(profile.threads), torch.inference_mode():
+        with self.backend.running():
             if self._reference_work is None:
                 self._reference_work = self._work(self.reference)
             ref = self._reference_work
             works = [self._work(arch) for arch in archs]
-            for encode, decode in (ref, *works):
+            for encode, decode, _ in (ref, *works):
                 for _ in range(proto.warmup):
                     encode()
                     decode()
-            timer = _cuda_timer if self.device.type == "cuda" else _cpu_timer(profile.threads)
+            timer = self.backend.timer()
             # the order of each round is random but reproducible for the same batch
             rng = np.random.default_rng([self.seed, zlib.crc32(" ".join(a.key() for a in archs).encode())])
             times = self._rounds(ref, works, timer, rng)
         finished = time.time()
         state = {**machine_state(), "others_cpu_share": contention.others_share(), "started_at": started,
                  "finished_at": finished}
+        for t, work in zip(times, works, strict=True):
+            t["setup_s"] = work.setup_s
         return [self._record(arch, t, state) for arch, t in zip(archs, times, strict=True)]
 
-    def _rounds(self, ref: tuple[Callable[[], Any], Callable[[], Any]],
-                works: list[tuple[Callable[[], Any], Callable[[], Any]]], timer: Timer,
+    def _rounds(self, ref: Work | tuple[Any, ...], works: list[Work] | list[tuple[Any, ...]], timer: Timer,
                 rng: np.random.Generator) -> list[dict[str, Any]]:
         """Per Arch: encoder/decoder ms of each round, the reference's runs right before and right
         after it (the next pair's, or one closing run at the end of the batch), and the pairs
@@ -342,7 +263,7 @@ class ReferenceBench:
         for part, key in (("encoder", "enc"), ("decoder", "dec")):
             stats[part] = summarize(t[key], proto.band)
             stats[part].update(attempts=1, dropped=t["dropped"])
-        record = _record(arch, self.profile, self.space, stats, self.vocab)
+        record = _record(arch, self.profile, self.space, stats, self.vocab, self.backend, t.get("setup_s"))
         ref_ms = np.asarray(t["ref"])
         ratios = _ratios(t)
         record.update(
@@ -377,7 +298,7 @@ def _relative_se(ratios: np.ndarray) -> float:
 
 
 def _record(arch: Arch, profile: DeviceProfile, space: SearchSpace, stats: dict[str, dict[str, float]],
-            vocab: int) -> dict[str, Any]:
+            vocab: int, backend: Backend, setup_s: float | None) -> dict[str, Any]:
     stat = f"{profile.protocol.statistic}_ms"
     rec: dict[str, Any] = {
         "space": space.name, "device": profile.name, "arch_key": arch.key(),
@@ -392,8 +313,8 @@ def _record(arch: Arch, profile: DeviceProfile, space: SearchSpace, stats: dict[
             rec[f"{part}_{key}"] = value
     rec["disturbed"] = any(stats[p]["cv"] > profile.protocol.max_cv for p in PARTS)
     rec.update(statistic=profile.protocol.statistic, protocol=json.dumps(asdict(profile.protocol)),
-               vocab=vocab, threads=torch.get_num_threads() if not profile.threads else profile.threads,
-               dtype=profile.dtype)
+               vocab=vocab, threads=backend.threads_used(), dtype=profile.dtype, runtime=backend.name,
+               runtime_version=backend.version(), setup_s=setup_s)
     return rec
 
 

@@ -42,7 +42,7 @@ import numpy as np
 from hat_ray.arch import Arch
 from hat_ray.errors import ArchError, ConfigError, DataError
 from hat_ray.latency import features as feat
-from hat_ray.latency.dataset import LatencyDataset
+from hat_ray.latency.dataset import DEFAULT_RUNTIME, LatencyDataset
 from hat_ray.latency.robust import fit_relative, fit_ridge_huber, robust_scale
 from hat_ray.space import SearchSpace
 
@@ -78,6 +78,12 @@ class LatencyPredictor:
     @property
     def mode(self) -> str:
         return str(self.meta["mode"])
+
+    @property
+    def runtime(self) -> str:
+        """The runtime its rows were measured with (profile ``runtime``; ``torch`` for predictors
+        fit before runtimes were recorded)."""
+        return str(self.meta.get("runtime", DEFAULT_RUNTIME))
 
     @property
     def unit(self) -> str:
@@ -132,7 +138,8 @@ class LatencyPredictor:
         y = data.latency(unit)
         meta: dict[str, Any] = {
             "format": FORMAT, "version": VERSION, "model": model, "mode": mode, "space": space.to_dict(),
-            "device": device, "n_train": len(data), "seed": seed, "training": [_provenance(data)],
+            "device": device, "runtime": _one_runtime(data), "n_train": len(data), "seed": seed,
+            "training": [_provenance(data)],
             "floor_ms": float(0.01 * y.min()), "unit": unit, "reference": data.reference() if unit == "ref" else None,
         }
         if model == "hat-mlp":
@@ -164,7 +171,8 @@ class LatencyPredictor:
         lam, cv_error = _choose_lambda(a, t, seed)
         u = fit_ridge_huber(a, t, lam * len(y)) if len(y) >= 2 else np.zeros(a.shape[1])
         factors = scale * (1.0 + u)
-        meta = dict(self.meta, device=device or _unique(data, "device"), n_train=len(data),
+        meta = dict(self.meta, device=device or _unique(data, "device"), runtime=_one_runtime(data),
+                    n_train=len(data),
                     training=[*self.meta["training"], _provenance(data)], floor_ms=float(0.01 * y.min()),
                     unit=unit, reference=data.reference() if unit == "ref" else None,
                     noise=1.2533 * cv_error,  # cross-validated relative error on the new device
@@ -238,7 +246,7 @@ class LatencyPredictor:
                 raise ArchError(problems, f"arch {i} (this latency predictor is for space {self.space_name})")
 
     def check_data(self, data: LatencyDataset, check_device: bool = True) -> None:
-        """DataError when ``data`` comes from another space or device, or overlaps training rows."""
+        """DataError when ``data`` comes from another space, device or runtime, or overlaps training rows."""
         _check_space_column(data, self.space_name)
         if check_device:
             others = sorted(set(data.devices()) - {self.device})
@@ -246,6 +254,11 @@ class LatencyPredictor:
                 raise DataError(f"{data.source}: rows are from device {', '.join(others)} but the predictor "
                                 f"is for device {self.device}; evaluate it on --device {self.device} rows, or fit a "
                                 f"predictor for {others[0]} with `hat-ray latency fit`")
+            runtimes = sorted(set(data.runtimes()) - {self.runtime})
+            if runtimes:
+                raise DataError(f"{data.source}: rows were measured with runtime {', '.join(runtimes)} but the "
+                                f"predictor is for {self.device} with runtime {self.runtime}: evaluate it on rows of "
+                                "the same runtime")
         _check_feature_ranges(data, self._latency_space)
         _check_held_out(data, self.meta["training"])
 
@@ -327,6 +340,15 @@ def _data_space(data: LatencyDataset) -> SearchSpace:
     except ConfigError:
         raise ConfigError("latency predictor", [f"the data's search space {name!r} is not a bundled space: "
                                                 "pass the space's YAML (--space)"]) from None
+
+
+def _one_runtime(data: LatencyDataset) -> str:
+    """The rows' runtime; DataError when they mix runtimes (one predictor per runtime)."""
+    runtimes = data.runtimes()
+    if len(runtimes) > 1:
+        raise DataError(f"{data.source}: the rows were measured with several runtimes ({', '.join(runtimes)}): "
+                        "a predictor is for one runtime; fit on the rows of one device profile")
+    return runtimes[0] if runtimes else DEFAULT_RUNTIME
 
 
 def _unique(data: LatencyDataset, column: str) -> str:

@@ -185,7 +185,8 @@ def existing_keys(out: Path, space_name: str, profiles: Sequence[DeviceProfile] 
     """(arch key, device) pairs ``out`` already holds; DataError / ConfigError when it is
     unreadable, holds another space's rows, or rows of one of ``profiles``' devices measured
     with another protocol mode (a dataset mixing ms-only and reference-unit rows could not be
-    fit in reference units). The CLI calls this before it starts Ray."""
+    fit in reference units) or with another runtime (torch vs onnxruntime rows under one device
+    name). The CLI calls this before it starts Ray."""
     if not out.is_file() and not journal_path(out).is_file():
         return set()
     existing = LatencyDataset.load(out)
@@ -201,6 +202,11 @@ def existing_keys(out: Path, space_name: str, profiles: Sequence[DeviceProfile] 
             raise ConfigError(str(out), [f"holds {profile.name} rows measured with the {'/'.join(sorted(modes))} "
                                          f"protocol, and this collection uses {profile.protocol.mode}: use another "
                                          f"--out, or --protocol {sorted(modes)[0]} to extend it"])
+        runtimes = set(LatencyDataset(rows).runtimes()) if len(rows) else set()
+        if runtimes - {profile.runtime}:
+            raise ConfigError(str(out), [f"holds {profile.name} rows measured with runtime {'/'.join(sorted(runtimes))}, "
+                                         f"and this profile uses runtime {profile.runtime}: use another --out, or give "
+                                         "the profile another name"])
     return existing.keys()
 
 

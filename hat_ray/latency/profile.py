@@ -6,7 +6,9 @@ File format (``device_profiles/*.yaml``)::
     description: "..."
     device: cpu                  # torch device type: cpu | cuda
     dtype: float32               # float32 | float16 | bfloat16
-    threads: 4                   # torch intra-op threads; 0 = PyTorch's default
+    threads: 4                   # intra-op threads of the runtime; 0 = its default
+    runtime: torch               # what runs the model (hat_ray.latency.backends): torch (default,
+                                 #   eager) | torch-int8 | onnxruntime | onnxruntime-int8
     ray:
       resource: "device:rpi4"    # custom resource marking its nodes (1 per node: a probe holds it)
       label: {device: rpi4}      # optional node labels the probe also requires
@@ -45,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from hat_ray.errors import ConfigError
+from hat_ray.latency import backends
 from hat_ray.resources import load_named_yaml
 
 # How to fix a profile file: every problem message ends with where complete examples are.
@@ -101,6 +104,7 @@ class DeviceProfile:
     protocol: Protocol
     latency_normaliser_ms: float
     description: str = ""
+    runtime: str = backends.DEFAULT  # a registered latency backend (hat_ray.latency.backends)
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> DeviceProfile:
@@ -114,7 +118,8 @@ class DeviceProfile:
         if not isinstance(data, Mapping):
             raise ConfigError(source, [f"expected a mapping at top level, got {type(data).__name__}"], PROFILE_HINT)
         problems: list[str] = []
-        known = {"name", "description", "device", "dtype", "threads", "ray", "protocol", "latency_normaliser_ms"}
+        known = {"name", "description", "device", "dtype", "threads", "runtime", "ray", "protocol",
+                 "latency_normaliser_ms"}
         problems += [f"unknown top-level key {k!r} (allowed: {sorted(known)})" for k in data if k not in known]
         problems += [f"missing top-level key {k!r}" for k in ("name", "device", "ray", "latency_normaliser_ms")
                      if k not in data]
@@ -127,6 +132,11 @@ class DeviceProfile:
         dtype = data.get("dtype", "float32")
         if dtype not in _DTYPES:
             problems.append(f"dtype must be one of {list(_DTYPES)}, got {dtype!r}")
+        runtime = data.get("runtime", backends.DEFAULT)
+        if not isinstance(runtime, str) or runtime not in backends.BACKENDS:
+            problems.append(f"runtime must be one of {list(backends.BACKENDS)}, got {runtime!r}")
+        elif device in _DEVICES and dtype in _DTYPES:  # (a bad device or dtype is reported above)
+            problems += backends.BACKENDS[runtime].problems(device, dtype)
         threads = data.get("threads", 0)
         if not _is_int(threads) or threads < 0:
             problems.append(f"threads must be an integer >= 0 (0 = PyTorch default), got {threads!r}")
@@ -139,7 +149,7 @@ class DeviceProfile:
             raise ConfigError(source, problems, PROFILE_HINT)
         assert placement is not None and protocol is not None
         return cls(name, device, dtype, int(threads), placement, protocol, float(norm),
-                   str(data.get("description", "")))
+                   str(data.get("description", "")), runtime)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict that :meth:`from_dict` accepts (round trip)."""

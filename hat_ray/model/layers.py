@@ -84,11 +84,16 @@ class SelfAttention(nn.Module):
         self.in_proj_bias = _zeros(3 * qkv_dim)
         self.out_proj = ElasticLinear(qkv_dim, embed_dim)
 
+    def project_qkv(self, x: Tensor, dim: int) -> Tensor:
+        """The fused input projection (B, T, dim) -> (B, T, 3*qkv) (a seam: the int8 latency
+        backend replaces the projections of a static model by quantized Linear modules)."""
+        return F.linear(x, self.in_proj_weight[:, :dim], self.in_proj_bias)
+
     def forward(self, x: Tensor, dim: int, heads: int, mask: Tensor | None, dropout: float,
                 cache: AttnCache | None = None) -> Tensor:
         """x (B, T, dim) -> (B, T, dim). With ``cache``, keys/values of earlier steps are
         prepended and the cache is extended (incremental decoding)."""
-        qkv = F.linear(x, self.in_proj_weight[:, :dim], self.in_proj_bias)  # (B, T, 3*qkv)
+        qkv = self.project_qkv(x, dim)  # (B, T, 3*qkv)
         q, k, v = (_split_heads(t, heads) for t in qkv.chunk(3, dim=-1))
         if cache is not None:
             if "k" in cache:
@@ -113,15 +118,22 @@ class CrossAttention(nn.Module):
         self.kv_proj_bias = _zeros(2 * qkv_dim)
         self.out_proj = ElasticLinear(qkv_dim, query_dim)
 
+    def project_q(self, x: Tensor, dim: int) -> Tensor:
+        """(B, T, dim) -> (B, T, qkv)."""
+        return F.linear(x, self.q_proj_weight[:, :dim], self.q_proj_bias)
+
+    def project_kv_fused(self, memory: Tensor, key_dim: int) -> Tensor:
+        """(B, S, key_dim) -> (B, S, 2*qkv), rows K|V."""
+        return F.linear(memory, self.kv_proj_weight[:, :key_dim], self.kv_proj_bias)
+
     def project_kv(self, memory: Tensor, key_dim: int, heads: int) -> tuple[Tensor, Tensor]:
         """memory (B, S, E) -> k, v (B, H, S, hd)."""
-        kv = F.linear(memory, self.kv_proj_weight[:, :key_dim], self.kv_proj_bias)
-        k, v = kv.chunk(2, dim=-1)
+        k, v = self.project_kv_fused(memory, key_dim).chunk(2, dim=-1)
         return _split_heads(k, heads), _split_heads(v, heads)
 
     def forward(self, x: Tensor, memory: Tensor, dim: int, key_dim: int, heads: int,
                 mask: Tensor, dropout: float, cache: AttnCache | None = None) -> Tensor:
-        q = _split_heads(F.linear(x, self.q_proj_weight[:, :dim], self.q_proj_bias), heads)
+        q = _split_heads(self.project_q(x, dim), heads)
         if cache is not None and "k" in cache:
             k, v = cache["k"], cache["v"]
         else:

@@ -209,6 +209,11 @@ class Transformer(nn.Module):
                 x, self_mask, memory, memory_mask, dim, enc_dim, arch.decoder_ffn_embed_dim[i],
                 arch.decoder_self_attention_heads[i], arch.decoder_ende_attention_heads[i], p, cache,
             )
+        return self.project_out(x, dim)
+
+    def project_out(self, x: Tensor, dim: int) -> Tensor:
+        """The output projection (B, T, dim) -> (B, T, V): the tied embedding's first ``dim``
+        columns, or the separate output matrix's."""
         out_w = self.decoder_embed if self.output_proj is None else self.output_proj
         return nn.functional.linear(x, out_w[:, :dim])
 
