@@ -657,6 +657,12 @@ CASES: list[tuple[Any, ...]] = [  # (id, build(ws, folder) -> argv, needle, fix[
      "evaluate.lenpen must be >= 0", "0: no length normalisation"),
     ("pipeline-evaluate-zero-max-tokens", lambda w, d: pipeline(w, d, section("evaluate", max_tokens=0)),
      "evaluate.max_tokens must be >= 1", ">= 1"),
+    ("pipeline-evaluate-unknown-export", lambda w, d: pipeline(w, d, section("evaluate", export=["tflite"])),
+     "evaluate.export: unknown variant 'tflite'", "onnx-int8"),
+    ("pipeline-evaluate-export-twice", lambda w, d: pipeline(w, d, section("evaluate", export=["onnx", "onnx"])),
+     "evaluate.export lists a variant twice", "['onnx', 'onnx']"),
+    ("pipeline-evaluate-export-text", lambda w, d: pipeline(w, d, section("evaluate", export="onnx")),
+     "evaluate.export: expected a list", "experiments/demo.yaml"),
 ]
 
 

@@ -76,7 +76,7 @@ def killed_and_rerun(tmp_path_factory):
     """Run the pipeline in a subprocess, SIGKILL it once the search has logged evaluations, then
     re-run it to the end."""
     tmp = tmp_path_factory.mktemp("pipeline")
-    config = _write(tmp, _experiment(tmp))
+    config = _write(tmp, _experiment(tmp, evaluate={"export": ["onnx", "onnx-int8"]}))  # deployed variants too
     run = tmp / "run"
     log1 = (tmp / "first.log").open("w")
     proc = subprocess.Popen([*HAT_RAY, "pipeline", str(config)], stdout=log1, stderr=subprocess.STDOUT, env=_env(),
@@ -142,7 +142,17 @@ def test_report_and_outputs(killed_and_rerun):
         assert m["valid_loss"] > 0 and m["test_loss"] > 0 and m["valid_loss"] != m["test_loss"]  # two splits
         assert 0 <= m["sacrebleu"] <= 100 and "nrefs:1" in m["signature"]
         assert (run / "train" / m["name"] / "checkpoint_last.pt").is_file()
+    for m in models:  # the searched models' deployed variants, translated through their exported graphs
+        if m["role"] == "searched":
+            assert set(m["exports"]) == {"onnx", "onnx-int8"}
+            fp32, int8 = m["exports"]["onnx"], m["exports"]["onnx-int8"]
+            assert fp32["same_as_torch"] == m["test_sentences"] and fp32["sacrebleu"] == pytest.approx(m["sacrebleu"])
+            assert 0 < int8["bytes"] < fp32["bytes"] and 0 <= int8["sacrebleu"] <= 100
+            assert (run / "export" / f"{m['name']}-onnx-int8" / "manifest.json").is_file()
+        else:
+            assert "exports" not in m
     report = (run / "report.md").read_text()
+    assert "## Deployed variants" in report and "onnx-int8" in report
     assert "## Trained models" in report and "baseline-largest" in report and "local_cpu-p40" in report
     assert "units of the reference Arch" in report and "local_cpu_measured_ref" in report
     assert len(summary["report"]["table"]) == len(models)
@@ -256,6 +266,11 @@ def test_the_demo_commands_experiments_pass_the_check(tmp_path, monkeypatch):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--data-dir", str(folder)]) == 0
     assert [e.data.name for e in built] == ["synthetic", "multi30k"]
     assert [e.check() for e in built] == [[], []]
+    assert built[0].evaluate.export == ("onnx", "onnx-int8")
+    # without ONNX Runtime installed, the demo runs without its deployed variants (and says so)
+    monkeypatch.setattr("hat_ray.export.folder.find_spec", lambda name: None)
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    assert built[-1].evaluate.export == () and built[-1].check() == []
 
 
 def test_a_named_dataset_that_cannot_be_read_is_refused_before_any_stage(tmp_path, monkeypatch):
@@ -303,16 +318,19 @@ def test_resource_settings_of_train_and_search_are_validated_at_once(tmp_path):
 
 
 def test_new_resource_settings_keep_old_fingerprints_until_set():
-    exp = Experiment.load("demo")
-    # experiments/demo.yaml's fingerprints from before train.workers/cpus_per_worker/gpu and
-    # search.gpu/cpus_per_scorer existed (update them when experiments/demo.yaml changes)
+    demo = Experiment.load("demo").to_dict()
+    assert demo["evaluate"].pop("export") == ["onnx", "onnx-int8"]  # set since: the evaluate stage's only change
+    exp = Experiment.from_dict(demo)
+    # experiments/demo.yaml's fingerprints from before train.workers/cpus_per_worker/gpu,
+    # search.gpu/cpus_per_scorer and evaluate.export existed (update them when demo.yaml changes)
     assert fingerprints(exp) == {
         "supernet": "688cf7233dac5b27", "latency": "62637552fc5804c2", "predictor": "9d01d7f8f6f1586f",
         "search": "2c610d2ba5b21c2a", "train": "ceeda1a83f3d6674", "evaluate": "ee3a9a1917608a30",
         "report": "97803d81a4a1ece6"}
     for section, added, first_changed in (("train", {"workers": 2}, "train"), ("train", {"gpu": True}, "train"),
                                           ("search", {"gpu": True}, "search"),
-                                          ("search", {"cpus_per_scorer": 2}, "search")):
+                                          ("search", {"cpus_per_scorer": 2}, "search"),
+                                          ("evaluate", {"export": ["onnx"]}, "evaluate")):
         changed = fingerprints(Experiment.from_dict({**exp.to_dict(), section: {**exp.section(section), **added}}))
         before = NAMES[:NAMES.index(first_changed)]
         assert [changed[s] == fingerprints(exp)[s] for s in NAMES] == [s in before for s in NAMES], added

@@ -127,6 +127,9 @@ class EvaluateSection:
     beam: int = 4
     lenpen: float = 0.6
     max_tokens: int = 4096
+    # deployed variants of every searched model, each exported (export/MODEL-VARIANT/) and its
+    # BLEU measured on the test split: onnx | onnx-int8 | torchscript
+    export: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,7 @@ class Experiment:
         unknown = [b for b in self.train.baselines if b not in BASELINES]
         if unknown:
             problems.append(f"train.baselines: unknown {unknown}; use some of {list(BASELINES)}")
+        problems += export_problems(self.evaluate.export)
         twice = sorted({b for b in self.train.baselines if self.train.baselines.count(b) > 1})
         if twice:
             problems.append(f"train.baselines: {twice} listed twice; list each baseline once")
@@ -237,6 +241,28 @@ class Experiment:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "source"}
+
+
+EXPORT_VARIANTS = {"onnx": ("onnx", False), "onnx-int8": ("onnx", True), "torchscript": ("torchscript", False)}
+
+
+def export_problems(variants: tuple[str, ...]) -> list[str]:
+    """evaluate.export: known variants, each once, and their runtime installed here."""
+    from hat_ray.errors import ExportError
+    from hat_ray.export.folder import check_format
+
+    out = []
+    for v in dict.fromkeys(variants):
+        if v not in EXPORT_VARIANTS:
+            out.append(f"evaluate.export: unknown variant {v!r}; use some of {', '.join(EXPORT_VARIANTS)}")
+            continue
+        try:
+            check_format(*EXPORT_VARIANTS[v])
+        except ExportError as exc:
+            out.append(f"evaluate.export: {v}: {exc}")
+    if len(set(variants)) != len(variants):
+        out.append(f"evaluate.export lists a variant twice: {list(variants)}")
+    return out
 
 
 def _top_problems(exp: Experiment) -> list[str]:

@@ -100,11 +100,29 @@ def render_markdown(ctx: Context, done: dict[str, Any], plots: list[str]) -> str
               "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table:
         lines.append("| " + " | ".join("-" if row.get(c) is None else str(row[c]) for c in header) + " |")
+    lines += export_lines(done["evaluate"]["models"])
     missing = done["evaluate"].get("unmeasured_devices") or []
     if missing:
         lines += ["", f"Not measured (no node in the cluster): {', '.join(missing)}."]
     lines += [""] + [f"![{p}]({p})" for p in plots] + [""]
     return "\n".join(lines)
+
+
+def export_lines(models: list[dict[str, Any]]) -> list[str]:
+    """The deployed variants of the searched models (``evaluate.export``): BLEU next to the torch
+    model's, size on disk, identical translations."""
+    rows = [(m, v, x) for m in models for v, x in (m.get("exports") or {}).items()]
+    if not rows:
+        return []
+    out = ["", "## Deployed variants", "",
+           "Each searched model exported (`hat-ray export`) and translated again through the exported graphs "
+           "(same test pairs and decoding); latency per runtime is the devices' (e.g. `local_cpu_ort`).", "",
+           "| model | variant | SacreBLEU | torch SacreBLEU | identical translations | size MB |",
+           "|---|---|---|---|---|---|"]
+    for m, variant, x in rows:
+        out.append(f"| {m['name']} | {variant} | {x['sacrebleu']:.2f} | {m['sacrebleu']:.2f} | "
+                   f"{x['same_as_torch']}/{m['test_sentences']} | {x['bytes'] / 1e6:.1f} |")
+    return out
 
 
 def _figure() -> Any:

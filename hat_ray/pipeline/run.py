@@ -72,8 +72,9 @@ STAGES = (
           lambda e: {"train": _without_new_defaults(e.section("train"), workers=1, cpus_per_worker=1, gpu=False)},
           ("train",), train.run),
     Stage("evaluate", "measure latency and BLEU of the trained models",
-          lambda e: {"evaluate": e.section("evaluate"), "test": [e.data.test_split, e.data.test_sentences]},
-          ("evaluate",), evaluate.run),
+          lambda e: {"evaluate": _without_new_defaults(e.section("evaluate"), export=[]),
+                     "test": [e.data.test_split, e.data.test_sentences]},
+          ("evaluate", "export"), evaluate.run),
     Stage("report", "write the report", lambda e: {}, ("report.md", "pareto.png", "latency_pred_vs_measured.png",
                                                        "bleu_vs_latency.png"), write_report),
 )

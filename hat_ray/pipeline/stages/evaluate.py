@@ -62,11 +62,39 @@ def run(ctx: Context, done: dict[str, Any]) -> dict[str, Any]:
                    "predicted_ref": summary.get("predicted_ref", {}),
                    "measured_ref": {dev: _field(recs.get(arch.key()), "latency_ref") for dev, recs in measured.items()
                                     if predictors[dev].unit == "ref"}}
+            if m["role"] == "searched" and e.export:
+                row["exports"] = _exports(ctx, m["name"], model, ckpt, corpus, result.hypotheses, e)
             write_json(path, row)
         rows.append(row)
         bar.update(i + 1)
     bar.close()
     return {"models": rows, "unmeasured_devices": sorted(set(predictors) - set(measured))}
+
+
+def _exports(ctx: Context, name: str, model: Any, ckpt: dict[str, Any], corpus: Any, torch_hyps: Any,
+             e: Any) -> dict[str, dict[str, Any]]:
+    """Each ``evaluate.export`` variant of a searched model: exported to ``export/NAME-VARIANT/``
+    (an earlier export there is reused), its SacreBLEU on the same test pairs with the same
+    decoding, its size on disk, and how many translations equal the torch model's."""
+    from hat_ray.export.folder import export_model
+    from hat_ray.export.runner import ExportedModel
+    from hat_ray.pipeline.config import EXPORT_VARIANTS
+    from hat_ray.train.evaluate import sacre_bleu
+
+    out = {}
+    for variant in e.export:
+        fmt, int8 = EXPORT_VARIANTS[variant]
+        folder = ctx.out / "export" / f"{name}-{variant}"
+        if not (folder / "manifest.json").is_file():
+            export_model(model, folder, fmt, int8, tokenizer=ckpt.get("tokenizer"),
+                         source={"checkpoint": str(ctx.out / "train" / name), "pipeline": str(ctx.out)})
+        exported = ExportedModel.load(folder)
+        hyps = exported.translate(corpus.src, e.beam, e.lenpen, e.max_tokens)
+        refs = [exported.tokenizer.reference(t) for t in corpus.tgt]
+        out[variant] = {"folder": str(folder), "sacrebleu": sacre_bleu(hyps, refs)[0],
+                        "bytes": sum(p.stat().st_size for p in folder.iterdir() if p.is_file()),
+                        "same_as_torch": sum(a == b for a, b in zip(hyps, torch_hyps))}
+    return out
 
 
 def _measure_models(ctx: Context, archs: list[Arch]) -> dict[str, dict[str, dict[str, Any]]]:
