@@ -9,6 +9,8 @@ tunnel, never by binding it to every interface).
 A device is a Ray custom resource named by a device profile (``device:rpi4``), optionally with
 node labels. Asking Ray for a resource no node has waits forever, so every request goes
 through :func:`require_devices` first: it fails at once with the devices that ARE present.
+A simulated device (profile ``runtime: simulated``) has no resource and needs no node: its
+simulations run as Ray tasks on any node with a CPU.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ def connect(address: str | None = None, profiles: Sequence[DeviceProfile] = (), 
     if address:
         _join(ray, address)
         return True
+    profiles = [p for p in profiles if not p.simulated]  # no resource to declare: they run anywhere
     remote = [p for p in profiles if not runs_locally(p)]
     if remote:
         names = ", ".join(f"{p.name} (resource {p.ray.resource})" for p in remote)
@@ -161,7 +164,10 @@ def node_platforms(nodes: list[dict[str, Any]], timeout: float = 60.0) -> dict[s
 
 
 def runs_locally(profile: DeviceProfile) -> bool:
-    """Whether ``profile``'s device can be declared by a local instance on this machine."""
+    """Whether ``profile``'s device can be declared by a local instance on this machine (a
+    simulated device runs anywhere: always)."""
+    if profile.simulated:
+        return True
     if not profile.ray.local:
         return False
     if profile.device == "cuda":
@@ -172,9 +178,12 @@ def runs_locally(profile: DeviceProfile) -> bool:
 
 
 def device_nodes(profile: DeviceProfile, nodes: list[dict[str, Any]] | None = None) -> list[DeviceNode]:
-    """Alive nodes carrying ``profile``'s resource (and its labels, when it names any)."""
+    """Alive nodes carrying ``profile``'s resource (and its labels, when it names any); none for a
+    simulated device (it has no resource)."""
     import ray
 
+    if profile.simulated:
+        return []
     found = []
     for node in ray.nodes() if nodes is None else nodes:
         resources = node.get("Resources", {})
@@ -213,12 +222,19 @@ def describe_devices(counts: dict[str, int]) -> str:
 
 
 def require_devices(profiles: Sequence[DeviceProfile]) -> dict[str, list[DeviceNode]]:
-    """Nodes per profile name; DeviceError at once (no waiting) when any profile has none."""
+    """Nodes per profile name; DeviceError at once (no waiting) when any profile has none. A
+    simulated device gets an empty list: it needs only a node with ``ray.num_cpus`` CPUs, which
+    is checked here too."""
     import ray
 
     nodes = ray.nodes()
     found = {p.name: device_nodes(p, nodes) for p in profiles}
-    missing = [p for p in profiles if not found[p.name]]
+    for p in profiles:
+        if p.simulated and not any(n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= p.ray.num_cpus
+                                   for n in nodes):
+            raise DeviceError(f"simulated device {p.name}: no alive node has the {p.ray.num_cpus:g} CPU(s) a "
+                              "simulation task asks for (ray.num_cpus)")
+    missing = [p for p in profiles if not found[p.name] and not p.simulated]
     if missing:
         wanted = ", ".join(f"{p.name} (resource {p.ray.resource}"
                            + (f", labels {dict(p.ray.label)})" if p.ray.label else ")") for p in missing)

@@ -132,7 +132,7 @@ def test_runtime_validation_names_the_choices():
     data = DeviceProfile.load("local_cpu").to_dict()
     with pytest.raises(ConfigError) as info:
         DeviceProfile.from_dict({**data, "runtime": "tensorrt"})
-    assert info.value.problems == [f"runtime must be one of {NAMES}, got 'tensorrt'"]
+    assert info.value.problems == [f"runtime must be one of {[*NAMES, 'simulated']}, got 'tensorrt'"]  # simulated: hat_ray.latency.accelerator
     with pytest.raises(ConfigError, match="runtime must be one of"):
         DeviceProfile.from_dict({**data, "runtime": ["torch"]})
     for runtime in ("onnxruntime", "torch-int8"):

@@ -74,6 +74,25 @@ def test_probes_are_pinned_and_rerun_skips(cluster, tmp_path):
     assert len(LatencyDataset.load(out)) == 16
 
 
+def test_simulated_device_next_to_pinned_probes(cluster, tmp_path):
+    """A simulated device (no node declares it) collected with a real one into one dataset: its Archs
+    are Ray tasks on any node with a CPU, the real device's run on its probe's node."""
+    from hat_ray.latency.probe import collect, measure_on_devices
+
+    _, nodes = cluster
+    space = SearchSpace.load("demo")
+    gemmini = DeviceProfile.load("gemmini_16x16")
+    archs = small_archs(3, seed=4)
+    out = tmp_path / "mixed.parquet"
+    summary = collect(archs, [BETA, gemmini], space, out)
+    data = LatencyDataset.load(out)
+    assert summary.measured == {"beta": 3, "gemmini_16x16": 3} and len(data) == 6
+    assert set(data.for_device("beta").frame["node_id"]) == {nodes["b"].node_id}
+    assert data.for_device("gemmini_16x16").runtimes() == ["simulated"]
+    got = measure_on_devices(archs[:1], [gemmini, BETA], space)
+    assert [r["arch_key"] for r in got["gemmini_16x16"]] == [r["arch_key"] for r in got["beta"]] == [archs[0].key()]
+
+
 def test_interrupted_collection_keeps_rows_and_resumes(cluster, tmp_path):
     from hat_ray.latency.dataset import journal_path
     from hat_ray.latency.probe import collect

@@ -40,14 +40,16 @@ NO_RAY = [
     "hat_ray.latency.predictor",
     "hat_ray.latency.dataset",
     "hat_ray.latency.backends",
+    "hat_ray.latency.accelerator",
+    "hat_ray.latency.workload",
     "hat_ray.search.evolution",
     "hat_ray.export.folder",
     "hat_ray.export.runner",
 ]
 # Loading a device profile reads the latency-backend registry: every backend module imports torch
-# and its runtime inside methods only.
+# and its runtime inside methods only. A simulated device computes its latency without torch.
 NO_TORCH = ["hat_ray.io", "hat_ray.tokens", "hat_ray.latency", "hat_ray.latency.dataset", "hat_ray.latency.profile",
-            "hat_ray.latency.backends"]
+            "hat_ray.latency.backends", "hat_ray.latency.accelerator", "hat_ray.latency.workload"]
 
 _PROBE = ("import importlib, json, sys; importlib.import_module(sys.argv[1]); "
           "print(json.dumps({m: m in sys.modules for m in ('ray', 'torch')}))")

@@ -63,8 +63,10 @@ def cluster_status(probe_timeout: float = 60.0) -> dict[str, Any]:
     devices = {}
     for name in bundled_names("device_profiles"):
         profile = DeviceProfile.load(name)
-        devices[name] = {"resource": profile.ray.resource, "labels": dict(profile.ray.label),
+        devices[name] = {"resource": profile.ray.resource or None, "labels": dict(profile.ray.label),
                          "nodes": [n.node_id for n in device_nodes(profile, nodes)]}
+        if profile.simulated:  # no resource, no node: its simulations run as Ray tasks anywhere
+            devices[name]["simulated"] = True
     platforms = node_platforms(nodes, timeout=probe_timeout)
     return {"address": ray.get_runtime_context().gcs_address,
             "nodes": [node_info(n, platforms.get(n["NodeID"])) for n in nodes],
@@ -117,6 +119,9 @@ def _print(status: dict[str, Any], started_local: bool) -> None:
     print("device profiles:")
     for name, dev in status["devices"].items():
         ids = dev["nodes"]
+        if dev.get("simulated"):
+            print(f"  {name:14} {'-':16} simulated: needs no node (Ray tasks on any node with a CPU)")
+            continue
         if ids:
             where_ = f"{len(ids)} node{'s' if len(ids) != 1 else ''}: " + ", ".join(i[:8] for i in ids)
         else:

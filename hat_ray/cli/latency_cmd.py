@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("latency", help="measure latency on devices, build datasets, fit predictors")
     lsub = p.add_subparsers(dest="latency_command", metavar="ACTION", parser_class=type(p))
     lsub.required = True
-    m = lsub.add_parser("measure", help="measure Archs on this machine (no Ray)")
+    m = lsub.add_parser("measure", help="measure Archs on this machine (no Ray); a simulated device computes them")
     m.add_argument("--device", required=True, help="device profile name or YAML path")
     m.add_argument("--space", required=True, help="search space name or YAML path")
     which = m.add_mutually_exclusive_group(required=True)
@@ -88,6 +88,12 @@ def _measure(args: argparse.Namespace) -> int:
     if args.json:
         print_json(records)
         return 0
+    if profile.simulated:
+        for r in records:
+            print(f"{r['latency_ms']:10.2f} ms  enc {r['encoder_ms']:8.2f}  dec {r['decoder_ms']:9.2f}  = matmul "
+                  f"{r['matmul_ms']:.2f} + memory stall {r['memory_stall_ms']:.2f} + nonlinear {r['nonlinear_ms']:.2f}"
+                  f"  ({r['cycles']:.4g} cycles)  {r['arch_key']}")
+        return 0
     for r in records:
         flag = "  (disturbed)" if r["disturbed"] else ""
         ref = f"  {r['latency_ref']:6.3f} x ref (IQR {r['latency_ref_iqr']:.3f})" if r["latency_ref"] is not None else ""
@@ -116,7 +122,8 @@ def _collect(args: argparse.Namespace) -> int:
         from hat_ray.latency.backends import BACKENDS
 
         for profile in profiles:
-            BACKENDS[profile.runtime](profile).check_packages()
+            if not profile.simulated:
+                BACKENDS[profile.runtime](profile).check_packages()
     rng = np.random.default_rng(args.seed)
     archs = [space.latency_space().sample(rng) for _ in range(args.n)]
     started = connect(args.address, profiles)

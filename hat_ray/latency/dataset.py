@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 HAT_TARGETS = ("latency_mean_encoder", "latency_mean_decoder", "latency_std_encoder", "latency_std_decoder")
 HAT_COLUMNS = (*FEATURE_NAMES, *HAT_TARGETS)
+SIMULATION_COLUMNS = ("cycles", "matmul_ms", "memory_stall_ms", "nonlinear_ms", "simulator", "simulation")
 _PART_STATS = ("median_ms", "trimmed_mean_ms", "std_ms", "iqr_ms", "cv", "min_ms", "runs", "attempts", "dropped")
 COLUMNS = (
     "space", "device", "arch_key", "arch", "source", *FEATURE_NAMES,
@@ -43,6 +44,9 @@ COLUMNS = (
     "disturbed", "statistic", "protocol", "vocab", "threads", "dtype", "runtime", "runtime_version", "setup_s",
     "host", "pid", "node_id", "platform", "torch_version", "hat_ray_version", "python_version", "ray_version",
     "cpu_freq_mhz", "load_1m", "temperature_c", "others_cpu_share", "started_at", "finished_at",
+    # simulated devices (runtime "simulated", hat_ray.latency.accelerator): latency_ms = cycles / clock
+    # = matmul_ms + memory_stall_ms + nonlinear_ms; the hardware (JSON) and per-part details (JSON)
+    *SIMULATION_COLUMNS,
 )
 KEY = ("arch_key", "device")
 _DATASET_FIX = "restore it, or pass a dataset written by `hat-ray latency collect` (or HAT's CSV)"
@@ -232,7 +236,8 @@ class LatencyDataset:
 
 
 class JournalWriter:
-    """Append records to ``path``'s journal, one fsynced JSON line each (durable per row)."""
+    """Append records to ``path``'s journal, one fsynced JSON line each (durable per row, or per
+    batch with :meth:`append_many`)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = journal_path(Path(path))
@@ -240,8 +245,14 @@ class JournalWriter:
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def append(self, record: Mapping[str, Any]) -> None:
-        row = {c: _plain(record.get(c)) for c in COLUMNS}
-        self._fh.write(json.dumps(row, allow_nan=True) + "\n")
+        self.append_many([record])
+
+    def append_many(self, records: list[Mapping[str, Any]]) -> None:
+        """Records that arrived together (a batch of simulations), with one fsync: a crash loses
+        at most this batch, never a part of a row."""
+        for record in records:
+            row = {c: _plain(record.get(c)) for c in COLUMNS}
+            self._fh.write(json.dumps(row, allow_nan=True) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
@@ -332,7 +343,8 @@ def _conform(frame: pd.DataFrame) -> pd.DataFrame:
     """Every COLUMN present (missing ones as None), in COLUMNS order, extra columns dropped."""
     out = frame.reindex(columns=list(COLUMNS))
     return out.astype({c: "float64" for c in (*FEATURE_NAMES, "latency_ms", "encoder_ms", "decoder_ms", "latency_ref",
-                                              "latency_ref_iqr", "reference_ms")})
+                                              "latency_ref_iqr", "reference_ms", "cycles", "matmul_ms",
+                                              "memory_stall_ms", "nonlinear_ms")})
 
 
 def _dedup(frame: pd.DataFrame) -> pd.DataFrame:

@@ -39,6 +39,11 @@ in each of the Arch's rounds (``reference_ms_rounds``, JSON) and their median (`
 
 GPU parts (runtime torch, device cuda) are timed with CUDA events after synchronisation. No Ray
 here: probes call this.
+
+A simulated device (``runtime: simulated``) is not timed at all: :func:`measure` returns the
+record of hat_ray.latency.accelerator.simulate (cycles of the same protocol's work on the
+profile's hardware), and :class:`ReferenceBench` refuses it (its profile cannot be in
+reference mode).
 """
 
 from __future__ import annotations
@@ -59,7 +64,9 @@ import torch
 
 import hat_ray
 from hat_ray.arch import FEATURE_NAMES, Arch
+from hat_ray.errors import DeviceError
 from hat_ray.latency.backends import Backend, Timer, Work, backend_for
+from hat_ray.latency.dataset import SIMULATION_COLUMNS
 from hat_ray.latency.profile import DeviceProfile, Protocol
 from hat_ray.space import SearchSpace
 
@@ -82,6 +89,10 @@ def measure(arch: Arch, profile: DeviceProfile, space: SearchSpace, *, vocab: in
     profile's device or runtime is not available here. With a reference-mode profile this is a
     batch of one (:class:`ReferenceBench`).
     """
+    if profile.simulated:
+        from hat_ray.latency.accelerator import simulate
+
+        return simulate(arch, profile, space, vocab=vocab)
     if profile.protocol.mode == "reference":
         return ReferenceBench(profile, space, vocab=vocab, seed=seed).measure([arch])[0]
     space.latency_space().check(arch)
@@ -105,7 +116,7 @@ def measure_many(archs: list[Arch], profile: DeviceProfile, space: SearchSpace, 
     """Records of ``archs`` on this machine, in order: one by one (sequential protocol) or in
     batches of ``batch_archs`` against one reference model (reference protocol);
     ``progress(done)`` after each Arch or batch."""
-    if profile.protocol.mode != "reference":
+    if profile.protocol.mode != "reference" or profile.simulated:
         records = []
         for arch in archs:
             records.append(measure(arch, profile, space, vocab=vocab, seed=seed))
@@ -181,6 +192,9 @@ class ReferenceBench:
 
     def __init__(self, profile: DeviceProfile, space: SearchSpace, *, vocab: int | None = None,
                  seed: int = 0) -> None:
+        if profile.simulated:
+            raise DeviceError(f"device profile {profile.name} is simulated: its latency is computed, not timed "
+                              "against a reference Arch")
         self.profile, self.space, self.seed = profile, space, seed
         self.vocab = vocab or profile.protocol.vocab
         self.backend: Backend = backend_for(profile)
@@ -308,6 +322,7 @@ def _record(arch: Arch, profile: DeviceProfile, space: SearchSpace, stats: dict[
     rec["encoder_ms"], rec["decoder_ms"] = stats["encoder"][stat], stats["decoder"][stat]
     rec["latency_ms"] = rec["encoder_ms"] + rec["decoder_ms"]
     rec.update(dict.fromkeys(("latency_ref", "latency_ref_iqr", "reference_key", "reference_ms", "reference_ms_rounds")))
+    rec.update(dict.fromkeys(SIMULATION_COLUMNS))  # simulated devices only
     for part in PARTS:
         for key, value in stats[part].items():
             rec[f"{part}_{key}"] = value

@@ -16,6 +16,12 @@ writing everything measured so far. Re-running resumes.
 :func:`measure_on_devices` runs the same machinery (fail-fast device check, pinned probes
 spread over every node of each device, re-queue on a lost node) without a dataset: it returns
 the records, e.g. to re-measure a search's final candidates on the real devices.
+
+Simulated devices (profile ``runtime: simulated``) have no probe: their Archs are simulated by
+Ray tasks (``ray.num_cpus`` CPUs each, no device resource, any node; Ray retries a task whose
+worker or node dies) in batches of :data:`SIM_BATCH`, at most one task per CPU of the cluster at
+a time (:class:`_Simulations`). They run before the timed devices' probes start, so that their
+CPU load never disturbs a measurement on the same machine. Their records go to the same dataset.
 """
 
 from __future__ import annotations
@@ -97,6 +103,76 @@ def start_probe(profile: DeviceProfile, node: DeviceNode, space: SearchSpace, vo
             profile.to_dict(), space.to_dict(), vocab)
 
 
+SIM_BATCH = 16  # Archs per simulation task (one simulation takes about a millisecond)
+
+
+def simulate_batch(profile: dict[str, Any], space: dict[str, Any], archs: list[dict[str, Any]],
+                   vocab: int | None) -> list[dict[str, Any]]:
+    """Records of ``archs`` on a simulated device (runs as a Ray task; see the module docstring)."""
+    from hat_ray.latency.accelerator import simulate
+
+    prof = DeviceProfile.from_dict(profile, source="simulation profile")
+    spc = SearchSpace.from_dict(space, source="simulation space")
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    records = [simulate(Arch.from_dict(a), prof, spc, vocab=vocab) for a in archs]
+    for record in records:
+        record.update(node_id=node, ray_version=ray.__version__)
+    return records
+
+
+_remote_simulate = ray.remote(max_retries=3)(simulate_batch)
+
+
+class _Simulations:
+    """Simulated devices' Archs as Ray tasks (driver side): a bounded number in flight, each
+    task's records to ``sink`` together as they arrive; a failed batch is retried Arch by Arch, an
+    Arch that fails alone is reported in ``summary.failed``."""
+
+    def __init__(self, profiles: Sequence[DeviceProfile], space: SearchSpace, vocab: int | None,
+                 todo: dict[str, list[Arch]], summary: CollectSummary, progress: Progress | None) -> None:
+        self.profiles = {p.name: p for p in profiles}
+        self.summary, self.progress = summary, progress
+        self.totals = {p.name: len(todo[p.name]) for p in profiles}
+        self.queue: deque[tuple[str, list[Arch]]] = deque(
+            (p.name, todo[p.name][i:i + SIM_BATCH]) for p in profiles for i in range(0, len(todo[p.name]), SIM_BATCH))
+        self.space_ref = ray.put(space.to_dict())
+        self.profile_refs = {p.name: ray.put(p.to_dict()) for p in profiles}
+        self.vocab = vocab
+        for p in profiles:
+            summary.measured.setdefault(p.name, 0)
+
+    def loop(self, sink: Callable[[list[dict[str, Any]]], None]) -> None:
+        cpus = float(ray.cluster_resources().get("CPU", 1))
+        inflight: dict[Any, tuple[str, list[Arch]]] = {}
+        while self.queue or inflight:
+            while self.queue and len(inflight) < max(1, int(cpus // max(self._cpus(self.queue[0][0]), 1e-6))):
+                name, batch = self.queue.popleft()
+                ref = _remote_simulate.options(num_cpus=self._cpus(name)).remote(
+                    self.profile_refs[name], self.space_ref, [a.to_dict() for a in batch], self.vocab)
+                inflight[ref] = (name, batch)
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            name, batch = inflight.pop(ready[0])
+            try:
+                records = ray.get(ready[0])
+            except ray.exceptions.RayError as exc:  # a failing simulation, or a worker lost beyond Ray's retries
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, HatRayError):
+                    raise cause from None
+                if len(batch) > 1:
+                    self.queue.extend((name, [arch]) for arch in batch)
+                else:
+                    log.warning("simulating %s on %s failed: %s", batch[0].key(), name, _first_line(exc))
+                    self.summary.failed.setdefault(name, []).append(batch[0].key())
+                continue
+            sink(records)
+            self.summary.measured[name] += len(records)
+            if self.progress is not None:
+                self.progress(name, self.summary.measured[name], self.totals[name])
+
+    def _cpus(self, name: str) -> float:
+        return self.profiles[name].ray.num_cpus
+
+
 @dataclass
 class CollectSummary:
     """What a collection did, per device name."""
@@ -136,13 +212,17 @@ def collect(archs: Sequence[Arch], profiles: Sequence[DeviceProfile], space: Sea
     if not active:
         return summary
     nodes = require_devices(active)  # fails fast, before any actor is requested
-    run = _Collection(active, space, vocab, nodes, todo, summary, progress, startup_timeout_s,
-                      task_timeout_s, max_failures)
+    simulated, timed = [p for p in active if p.simulated], [p for p in active if not p.simulated]
     with JournalWriter(out) as writer:
-        try:
-            run.loop(writer.append)
-        finally:
-            run.stop()
+        if simulated:  # first: their CPU load would disturb the timed devices' measurements
+            _Simulations(simulated, space, vocab, todo, summary, progress).loop(writer.append_many)
+        if timed:
+            run = _Collection(timed, space, vocab, {p.name: nodes[p.name] for p in timed}, todo, summary, progress,
+                              startup_timeout_s, task_timeout_s, max_failures)
+            try:
+                run.loop(writer.append)
+            finally:
+                run.stop()
     LatencyDataset.compact(out)
     summary.seconds = time.time() - t0
     return summary
@@ -169,13 +249,22 @@ def measure_on_devices(archs: Sequence[Arch], profiles: Sequence[DeviceProfile],
         return {name: [] for name in names}
     nodes = require_devices(profiles)  # fails fast, before any actor is requested
     summary = CollectSummary(skipped=dict.fromkeys(names, 0))
-    run = _Collection(profiles, space, vocab, nodes, {name: list(unique) for name in names}, summary, progress,
-                      startup_timeout_s, task_timeout_s, max_failures)
+    todo = {name: list(unique) for name in names}
     got: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
-    try:
-        run.loop(lambda record: got[record["device"]].setdefault(record["arch_key"], record))
-    finally:
-        run.stop()
+
+    def keep(record: dict[str, Any]) -> None:
+        got[record["device"]].setdefault(record["arch_key"], record)
+
+    simulated, timed = [p for p in profiles if p.simulated], [p for p in profiles if not p.simulated]
+    if simulated:  # first: their CPU load would disturb the timed devices' measurements
+        _Simulations(simulated, space, vocab, todo, summary, progress).loop(lambda records: [keep(r) for r in records])
+    if timed:
+        run = _Collection(timed, space, vocab, {p.name: nodes[p.name] for p in timed}, todo, summary, progress,
+                          startup_timeout_s, task_timeout_s, max_failures)
+        try:
+            run.loop(keep)
+        finally:
+            run.stop()
     for name, keys in summary.failed.items():
         log.warning("%s: %d arch(s) could not be measured: %s", name, len(keys), ", ".join(keys[:5]))
     return {name: [got[name][a.key()] for a in unique if a.key() in got[name]] for name in names}
@@ -207,6 +296,12 @@ def existing_keys(out: Path, space_name: str, profiles: Sequence[DeviceProfile] 
             raise ConfigError(str(out), [f"holds {profile.name} rows measured with runtime {'/'.join(sorted(runtimes))}, "
                                          f"and this profile uses runtime {profile.runtime}: use another --out, or give "
                                          "the profile another name"])
+        if profile.simulated and len(rows):
+            hardware = set(rows["simulator"].dropna()) - {profile.simulator.fingerprint()}
+            if hardware:
+                raise ConfigError(str(out), [f"holds {profile.name} rows simulated with other hardware parameters "
+                                             "(its simulator section changed since): use another --out, or give the "
+                                             "changed profile another name"])
     return existing.keys()
 
 

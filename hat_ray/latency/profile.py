@@ -36,6 +36,18 @@ File format (``device_profiles/*.yaml``)::
       precision: 0.01            #   yet this precise (relative standard error of its median)
     latency_normaliser_ms: 5000  # HAT's predictor target scale for this device
 
+A SIMULATED device (``runtime: simulated``, hat_ray.latency.accelerator) is computed, not timed:
+its ``simulator:`` section holds the hardware parameters, its protocol only ``batch``, ``beam``,
+``src_len``, ``tgt_len``, ``vocab`` (and ``mode: sequential``), and it has no ``device``,
+``dtype``, ``threads`` or device resource: it needs no node, its simulations run as Ray tasks
+anywhere (``ray: {num_cpus: 1}``, the CPUs each task holds, is all its ``ray`` section may say)::
+
+    name: gemmini_16x16
+    runtime: simulated
+    simulator: {rows: 16, cols: 16, dataflow: weight_stationary, dtype: int8, ...}
+    protocol: {batch: 1, beam: 5, src_len: null, tgt_len: null, vocab: 32768}
+    latency_normaliser_ms: 100
+
 Validation reports every problem at once (ConfigError), like search spaces.
 """
 
@@ -47,7 +59,8 @@ from pathlib import Path
 from typing import Any
 
 from hat_ray.errors import ConfigError
-from hat_ray.latency import backends
+from hat_ray.latency import accelerator, backends
+from hat_ray.latency.accelerator import Accelerator
 from hat_ray.resources import load_named_yaml
 
 # How to fix a profile file: every problem message ends with where complete examples are.
@@ -56,6 +69,8 @@ _DEVICES = ("cpu", "cuda")
 _DTYPES = ("float32", "float16", "bfloat16")
 _STATISTICS = ("trimmed_mean", "median")
 MODES = ("sequential", "reference")
+SIMULATED = accelerator.RUNTIME  # the runtime of a simulated device
+_SIMULATED_PROTOCOL = ("batch", "beam", "src_len", "tgt_len", "vocab", "mode")  # what a computed latency depends on
 
 
 @dataclass(frozen=True)
@@ -104,7 +119,13 @@ class DeviceProfile:
     protocol: Protocol
     latency_normaliser_ms: float
     description: str = ""
-    runtime: str = backends.DEFAULT  # a registered latency backend (hat_ray.latency.backends)
+    runtime: str = backends.DEFAULT  # a registered latency backend (hat_ray.latency.backends), or SIMULATED
+    simulator: Accelerator | None = None  # the hardware of a simulated device (runtime SIMULATED)
+
+    @property
+    def simulated(self) -> bool:
+        """A simulated device: its latency is computed (hat_ray.latency.accelerator), on any node."""
+        return self.simulator is not None
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> DeviceProfile:
@@ -117,10 +138,14 @@ class DeviceProfile:
         """Validate a plain dict; ConfigError lists every problem."""
         if not isinstance(data, Mapping):
             raise ConfigError(source, [f"expected a mapping at top level, got {type(data).__name__}"], PROFILE_HINT)
+        if data.get("runtime") == SIMULATED:
+            return cls._simulated_from_dict(data, source)
         problems: list[str] = []
         known = {"name", "description", "device", "dtype", "threads", "runtime", "ray", "protocol",
                  "latency_normaliser_ms"}
-        problems += [f"unknown top-level key {k!r} (allowed: {sorted(known)})" for k in data if k not in known]
+        problems += [f"unknown top-level key {k!r} (allowed: {sorted(known)})"
+                     + (f"; a simulator section needs runtime: {SIMULATED}" if k == "simulator" else "")
+                     for k in data if k not in known]
         problems += [f"missing top-level key {k!r}" for k in ("name", "device", "ray", "latency_normaliser_ms")
                      if k not in data]
         name = data.get("name")
@@ -134,7 +159,7 @@ class DeviceProfile:
             problems.append(f"dtype must be one of {list(_DTYPES)}, got {dtype!r}")
         runtime = data.get("runtime", backends.DEFAULT)
         if not isinstance(runtime, str) or runtime not in backends.BACKENDS:
-            problems.append(f"runtime must be one of {list(backends.BACKENDS)}, got {runtime!r}")
+            problems.append(f"runtime must be one of {[*backends.BACKENDS, SIMULATED]}, got {runtime!r}")
         elif device in _DEVICES and dtype in _DTYPES:  # (a bad device or dtype is reported above)
             problems += backends.BACKENDS[runtime].problems(device, dtype)
         threads = data.get("threads", 0)
@@ -151,9 +176,64 @@ class DeviceProfile:
         return cls(name, device, dtype, int(threads), placement, protocol, float(norm),
                    str(data.get("description", "")), runtime)
 
+    @classmethod
+    def _simulated_from_dict(cls, data: Mapping[str, Any], source: str) -> DeviceProfile:
+        """A ``runtime: simulated`` profile (see the module docstring); ConfigError lists every problem."""
+        problems: list[str] = []
+        known = {"name", "description", "runtime", "simulator", "ray", "protocol", "latency_normaliser_ms"}
+        timed_only = {"device", "dtype", "threads"}
+        problems += [f"{k}: a simulated device (runtime: simulated) has no {k}; its hardware is the simulator "
+                     "section: remove it" for k in data if k in timed_only]
+        problems += [f"unknown top-level key {k!r} (allowed for runtime: simulated: {sorted(known)})"
+                     for k in data if k not in known and k not in timed_only]
+        problems += [f"missing top-level key {k!r}" for k in ("name", "simulator", "latency_normaliser_ms")
+                     if k not in data]
+        name = data.get("name")
+        if "name" in data and (not isinstance(name, str) or not name):
+            problems.append(f"name must be a non-empty string, got {name!r}")
+        norm = data.get("latency_normaliser_ms")
+        if "latency_normaliser_ms" in data and not _is_pos_number(norm):
+            problems.append(f"latency_normaliser_ms must be a positive number, got {norm!r}")
+        hw = accelerator.parse_accelerator(data["simulator"], problems) if "simulator" in data else None
+        raw_ray = data.get("ray", {}) or {}
+        num_cpus = 1
+        if not isinstance(raw_ray, Mapping):
+            problems.append(f"ray must be a mapping, got {type(raw_ray).__name__}")
+        else:
+            problems += [f"ray: a simulated device runs anywhere, as Ray tasks: only num_cpus may be set, not {k!r}"
+                         for k in raw_ray if k != "num_cpus"]
+            num_cpus = raw_ray.get("num_cpus", 1)
+            if not _is_number(num_cpus) or num_cpus <= 0:
+                problems.append(f"ray.num_cpus must be a positive number (CPUs per simulation task), got {num_cpus!r}")
+        raw_proto = data.get("protocol", {})
+        if isinstance(raw_proto, Mapping):
+            timed_keys = set(asdict(Protocol())) - set(_SIMULATED_PROTOCOL)
+            problems += [f"protocol.{k}: a simulated device is computed, not timed: it takes only "
+                         f"{list(_SIMULATED_PROTOCOL)}; remove {k}" for k in raw_proto if k in timed_keys]
+            problems += [f"protocol: unknown key {k!r} (allowed for runtime: simulated: {list(_SIMULATED_PROTOCOL)})"
+                         for k in raw_proto if k not in timed_keys and k not in _SIMULATED_PROTOCOL]
+            if raw_proto.get("mode", "sequential") != "sequential":
+                problems.append(f"protocol.mode: a simulated device is computed, not timed: its only mode is "
+                                f"sequential, got {raw_proto['mode']!r}")
+            raw_proto = {k: v for k, v in raw_proto.items() if k in _SIMULATED_PROTOCOL and k != "mode"}
+        protocol = _parse_protocol(raw_proto, problems)
+        if problems:
+            raise ConfigError(source, problems, PROFILE_HINT.replace("local_cpu.yaml", "gemmini_16x16.yaml"))
+        assert protocol is not None and hw is not None
+        placement = RayPlacement("", {}, float(num_cpus), local=True)
+        return cls(name, SIMULATED, hw.dtype, 0, placement, protocol, float(norm), str(data.get("description", "")),
+                   SIMULATED, hw)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict that :meth:`from_dict` accepts (round trip)."""
+        if self.simulator is not None:
+            proto = asdict(self.protocol)
+            return {"name": self.name, "description": self.description, "runtime": SIMULATED,
+                    "simulator": self.simulator.to_dict(), "ray": {"num_cpus": self.ray.num_cpus},
+                    "protocol": {k: proto[k] for k in _SIMULATED_PROTOCOL},
+                    "latency_normaliser_ms": self.latency_normaliser_ms}
         out = asdict(self)
+        out.pop("simulator")
         out["ray"]["label"] = dict(self.ray.label)
         out["protocol"]["band"] = list(self.protocol.band)
         return out
