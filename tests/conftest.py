@@ -66,6 +66,16 @@ def ray_local():
 
 
 @pytest.fixture(scope="module")
+def no_ray_in_process():
+    """For a module whose tests run the CLI in-process as a fresh ``hat-ray`` process would run:
+    no Ray connection left by an earlier module (``connect`` reuses one, skipping its own checks),
+    and none left behind for the next module."""
+    _ray_shutdown()
+    yield
+    _ray_shutdown()
+
+
+@pytest.fixture(scope="module")
 def ray_cluster_factory():
     """Build a simulated multi-node cluster (ray.cluster_utils.Cluster) for one module:
     ``cluster = ray_cluster_factory(head_cpus=1)`` then ``cluster.add_node(...)``; the driver is

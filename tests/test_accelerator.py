@@ -33,6 +33,7 @@ from hat_ray.latency.workload import Gemm, Workload, workload
 from hat_ray.model.accounting import count_flops
 from hat_ray.space import SearchSpace
 
+pytestmark = pytest.mark.usefixtures("no_ray_in_process")  # its ray_local instance ends with the module
 DEMO = SearchSpace.load("demo")
 G16, G32, NLU = (DeviceProfile.load(n) for n in ("gemmini_16x16", "gemmini_32x32", "gemmini_16x16_nlu"))
 BREAKDOWN = ("matmul_ms", "memory_stall_ms", "nonlinear_ms")

@@ -34,7 +34,7 @@ from hat_ray.data.synthetic import synthetic_split
 from hat_ray.latency.dataset import HAT_COLUMNS, LatencyDataset
 from hat_ray.space import SearchSpace
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_ray_in_process")]
 ROOT = Path(__file__).resolve().parents[1]
 
 
