@@ -156,6 +156,12 @@ def test_report_and_outputs(killed_and_rerun):
     assert "## Trained models" in report and "baseline-largest" in report and "local_cpu-p40" in report
     assert "units of the reference Arch" in report and "local_cpu_measured_ref" in report
     assert len(summary["report"]["table"]) == len(models)
+    claims = summary["report"]["claims"]  # HAT's claim, in words, for each searched model
+    assert sorted(c["model"] for c in claims) == sorted(m["name"] for m in models if m["role"] == "searched")
+    for c in claims:
+        assert c["unit"] == "x ref"
+        words = {True: "the claim holds", False: "the claim does not hold", None: "cannot be checked"}[c["holds"]]
+        assert f"**{c['model']}** (" in report and words in report.split(f"**{c['model']}** (")[1].split("\n")[0]
 
 
 def test_finished_pipeline_is_fully_cached_and_status(killed_and_rerun, capsys):
@@ -413,3 +419,33 @@ def test_a_failed_latency_measurement_does_not_crash_the_report_or_the_benchmark
     rows = bench.compare(models)
     assert rows[0]["baselines_at_or_above"] == ["baseline-c"] and rows[0]["claim_holds"] is False
     assert "| baseline-b | baseline | 3.00 | - |" in bench.markdown(models, rows)
+
+
+def test_hats_claim_is_judged_against_every_baseline_at_least_as_slow():
+    from hat_ray.pipeline.report import claim_sentence, claims
+
+    def model(name, role, ref, bleu, ms=None):
+        return {"name": name, "role": role, "sacrebleu": bleu, "predicted_ms": {"local_cpu": 1.0},
+                "measured_ms": {"local_cpu": ms if ms is not None else ref * 10}, "measured_ref": {"local_cpu": ref}}
+
+    models = [model("hat-fast", "searched", 0.80, 30.0), model("hat-slow", "searched", 2.00, 33.0),
+              model("baseline-smallest", "baseline", 0.50, 20.0), model("baseline-shallow", "baseline", 0.79, 25.0),
+              model("baseline-largest", "baseline", 3.00, 35.0)]
+    fast, slow = claims(models, ["local_cpu"])
+    assert fast["unit"] == "x ref" and fast["model"] == "hat-fast"
+    # 0.79 is within 3% of 0.80: equal latency, so it counts; the smallest (faster) does not
+    assert [r["model"] for r in fast["against"]] == ["baseline-shallow", "baseline-largest"]
+    assert fast["holds"] is False and slow["holds"] is False
+    assert "the claim does not hold: baseline-largest is at least as slow" in claim_sentence(fast)
+    models[-1]["sacrebleu"] = 29.0
+    fast, slow = claims(models, ["local_cpu"])
+    assert fast["holds"] is True and slow["holds"] is True
+    assert "the claim holds: it beats every baseline of equal or higher latency" in claim_sentence(slow)
+    models[-1]["measured_ref"]["local_cpu"] = 1.5  # no baseline as slow as hat-slow
+    assert claims(models, ["local_cpu"])[1]["holds"] is None
+    assert "cannot be checked" in claim_sentence(claims(models, ["local_cpu"])[1])
+    for m in models:  # no reference units: measured ms
+        del m["measured_ref"]
+    assert claims(models, ["local_cpu"])[0]["unit"] == "ms"
+    models[0]["measured_ms"]["local_cpu"] = None  # a searched model not measured: predicted ms
+    assert claims(models, ["local_cpu"])[0]["unit"] == "ms (predicted)"

@@ -95,6 +95,12 @@ def _run(exp: Any, args: argparse.Namespace, status_only: bool) -> int:
                         if k.endswith("_measured_ms") and v is not None)
         print(f"  {row['model']:28s} {row['params_m']:6.2f} M params  {lat or 'not measured'}  "
               f"SacreBLEU {row['sacrebleu']:.2f}  valid loss {row['valid_loss']:.3f}")
+    if report.get("claims"):
+        from hat_ray.pipeline.report import claim_sentence
+
+        print("HAT's claim (beats every baseline at least as slow):")
+        for claim in report["claims"]:
+            print("  " + claim_sentence(claim).replace("**", "").replace("`", ""))
     return 0
 
 

@@ -34,7 +34,60 @@ def write_report(ctx: Context, done: dict[str, Any]) -> dict[str, Any]:
     text = render_markdown(ctx, done, [n for n, d in plots.items() if d is not None])
     atomic_write(ctx.out / "report.md", lambda tmp: Path(tmp).write_text(text))
     return {"report": str(ctx.out / "report.md"), "plots": [n for n, d in plots.items() if d is not None],
-            "table": model_table(models, devices)}
+            "table": model_table(models, devices), "claims": claims(models, devices)}
+
+
+# Two latencies closer than this (relative) are equal: the reference protocol's resolution on a
+# shared machine (2-3% between two collections, BENCHMARKS.md "Reference-interleaved latency").
+EQUAL_LATENCY = 0.03
+
+
+def claim_axis(models: list[dict[str, Any]], devices: list[str]) -> tuple[str, str, str] | None:
+    """(device, model field, unit) HAT's claim is judged on: the first device on which the searched
+    models were measured, in reference units where they have them, else in ms; else predicted ms;
+    None without devices."""
+    searched = [m for m in models if m["role"] == "searched"]
+    for dev in devices:
+        if searched and all(m.get("measured_ref", {}).get(dev) is not None for m in searched):
+            return dev, "measured_ref", "x ref"
+        if searched and all(m["measured_ms"].get(dev) is not None for m in searched):
+            return dev, "measured_ms", "ms"
+    return (devices[0], "predicted_ms", "ms (predicted)") if devices else None
+
+
+def claims(models: list[dict[str, Any]], devices: list[str]) -> list[dict[str, Any]]:
+    """HAT's claim for each searched model: its SacreBLEU beats that of every baseline whose latency
+    is equal (within :data:`EQUAL_LATENCY`) or higher. ``holds`` is None when no baseline is that
+    slow (nothing to compare with); a baseline whose measurement failed takes no part."""
+    axis = claim_axis(models, devices)
+    if axis is None:
+        return []
+    dev, key, unit = axis
+    base = [b for b in models if b["role"] == "baseline" and b.get(key, {}).get(dev) is not None]
+    out = []
+    for m in sorted((m for m in models if m["role"] == "searched"), key=lambda m: m[key][dev]):
+        latency = m[key][dev]
+        rivals = sorted((b for b in base if b[key][dev] >= latency * (1 - EQUAL_LATENCY)), key=lambda b: b[key][dev])
+        out.append({"model": m["name"], "device": dev, "unit": unit, "latency": round(latency, 3),
+                    "sacrebleu": round(m["sacrebleu"], 2),
+                    "holds": all(m["sacrebleu"] > b["sacrebleu"] for b in rivals) if rivals else None,
+                    "against": [{"model": b["name"], "latency": round(b[key][dev], 3),
+                                 "sacrebleu": round(b["sacrebleu"], 2), "beaten": m["sacrebleu"] > b["sacrebleu"]}
+                                for b in rivals]})
+    return out
+
+
+def claim_sentence(c: dict[str, Any]) -> str:
+    """One claim in words: "the claim holds" / "the claim does not hold", and why."""
+    head = f"**{c['model']}** ({c['latency']:g} {c['unit']} on `{c['device']}`, SacreBLEU {c['sacrebleu']:.2f}): "
+    if c["holds"] is None:
+        return head + "no baseline is as slow, so there is nothing to beat: the claim cannot be checked."
+    rivals = "; ".join(f"{r['model']} {r['latency']:g} {c['unit']}, SacreBLEU {r['sacrebleu']:.2f}" for r in c["against"])
+    if c["holds"]:
+        return head + f"the claim holds: it beats every baseline of equal or higher latency ({rivals})."
+    lost = ", ".join(r["model"] for r in c["against"] if not r["beaten"])
+    return head + (f"the claim does not hold: {lost} {'is' if ',' not in lost else 'are'} at least as slow and "
+                   f"score{'s' if ',' not in lost else ''} at least as high ({rivals}).")
 
 
 def model_table(models: list[dict[str, Any]], devices: list[str]) -> list[dict[str, Any]]:
@@ -100,12 +153,28 @@ def render_markdown(ctx: Context, done: dict[str, Any], plots: list[str]) -> str
               "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table:
         lines.append("| " + " | ".join("-" if row.get(c) is None else str(row[c]) for c in header) + " |")
+    lines += claim_lines(done["evaluate"]["models"], devices, exp)
     lines += export_lines(done["evaluate"]["models"])
     missing = done["evaluate"].get("unmeasured_devices") or []
     if missing:
         lines += ["", f"Not measured (no node in the cluster): {', '.join(missing)}."]
     lines += [""] + [f"![{p}]({p})" for p in plots] + [""]
     return "\n".join(lines)
+
+
+def claim_lines(models: list[dict[str, Any]], devices: list[str], exp: Any) -> list[str]:
+    """HAT's claim, model by model (see :func:`claims`)."""
+    found = claims(models, devices)
+    if not found:
+        return []
+    unit = found[0]["unit"]
+    how = ("in units of the reference Arch measured alongside (the latency stage's protocol)" if unit == "x ref"
+           else "in predicted ms (no device measured every model)" if "predicted" in unit else "in measured ms")
+    return ["", "## HAT's claim", "",
+            "Does each searched model translate better than every baseline that is at least as slow? Latency "
+            f"{how}; equal means within {EQUAL_LATENCY:.0%}; SacreBLEU on `{exp.data.test_split}`, one training "
+            "run per model (no seeds, no spread: a single run can be beaten by noise).", "",
+            *(f"- {claim_sentence(c)}" for c in found)]
 
 
 def export_lines(models: list[dict[str, Any]]) -> list[str]:
