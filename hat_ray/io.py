@@ -65,3 +65,19 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def check_output(path: str | Path, flag: str, folder: bool = False) -> Path:
+    """Refuse, before any work, an output (``folder``: an output folder) that cannot be written
+    where it is: an existing folder where a file goes (or the reverse), or a file on its way."""
+    p = Path(path)
+    if folder and p.exists() and not p.is_dir():
+        raise OutputError(f"{flag} {p} is a file, not a folder; choose another {flag}")
+    if not folder and p.is_dir():
+        raise OutputError(f"{flag} {p} is a folder; give the path of a file (inside it or elsewhere)")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{flag} {p}: {parent} is a file, not a folder; choose another {flag}")
+            break
+    return p

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hat_ray.data.batching import BatchStream, EncodedCorpus, _flatten, collate, make_batches
-from hat_ray.data.synthetic import generate_pairs, synthetic_split
+from hat_ray.data.synthetic import generate_pairs, make_lexicon, synthetic_split
 from hat_ray.tokens import EOS, PAD
 
 
@@ -61,3 +61,11 @@ def test_synthetic_corpus_is_deterministic_and_structured():
     starts = {t.split()[0] for t in c.tgt}
     assert {"Der", "Die", "Das", "Ein", "Eine", "Einige"} <= starts  # gender / number / case agreement
     assert any("," in s for s in c.src)  # subordinate clauses (verb-final in the target)
+    names = set(make_lexicon().names)  # the copy channel: names and numerals appear unchanged in the target
+    copied = [(s, t) for s, t in zip(c.src, c.tgt) if names & set(s.rstrip(".").replace(",", "").split())]
+    assert len(copied) > 40 and all(names & set(s.rstrip(".").split()) <= set(t.rstrip(".").split()) for s, t in copied)
+    numerals = [(s, t) for s, t in zip(c.src, c.tgt) if any(w.isdigit() for w in s.split())]
+    assert numerals and all(sorted(w for w in s.split() if w.isdigit()) == sorted(w for w in t.split() if w.isdigit())
+                            for s, t in numerals)
+    words = {w.strip(".,").lower() for s in c.src for w in s.split()}
+    assert len(words) < 600  # a small lexicon: whole words are single subword pieces (the demo learns it in minutes)

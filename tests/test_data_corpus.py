@@ -69,6 +69,29 @@ def test_multi30k_from_data_dir(shared_data):
     assert (test.src_lang, test.tgt_lang) == ("en", "de")
 
 
+
+def test_multi30k_untouched_test_sets(shared_data):
+    """test2017 flickr / mscoco and test2018 flickr: the test sets nobody tuned on (issue 20), read
+    by name; the download list fetches them with the checksums of these very files."""
+    import hashlib
+
+    from hat_ray.data.datasets import splits_of
+    from hat_ray.data.download import SOURCES
+    from hat_ray.errors import DataError
+
+    folder = shared_data / "multi30k"
+    sizes = {s: len(load_split("multi30k", s, folder)) for s in ("test2017_flickr", "test2017_mscoco", "test2018_flickr")}
+    assert sizes == {"test2017_flickr": 1000, "test2017_mscoco": 461, "test2018_flickr": 1071}
+    assert splits_of("multi30k")[:3] == ("train", "valid", "test") and splits_of("synthetic") == ("train", "valid", "test")
+    sources = {s.file: s.sha256 for s in SOURCES["multi30k"]}
+    for stem in ("test_2017_flickr", "test_2017_mscoco", "test_2018_flickr"):
+        for lang in ("en", "de"):
+            path = folder / f"{stem}.{lang}.gz"
+            assert sources[path.name] == hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(DataError, match="unknown split 'test2017_flickr': use one of train, valid, test$"):
+        load_split("synthetic", "test2017_flickr")
+
+
 def test_wmt14_and_iwslt_from_shared_folders(shared_data):
     test = load_split("wmt14_en_de", "test", shared_data / "wmt14_en_de_newstest2014")
     assert len(test) == 3003 and test.src[0] == "Gutach: Increased safety for pedestrians"

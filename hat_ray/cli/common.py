@@ -13,7 +13,8 @@ from typing import Any
 import yaml
 
 from hat_ray.arch import Arch, parse_arch
-from hat_ray.errors import ArchError, ConfigError, HatRayError, OutputError
+from hat_ray.errors import ArchError, ConfigError, HatRayError
+from hat_ray.io import check_output  # noqa: F401 - the CLI's name for it
 from hat_ray.resources import yaml_problem
 from hat_ray.space import SearchSpace
 
@@ -38,22 +39,6 @@ def load_arch(path: str | Path, space: SearchSpace | None = None) -> Arch:
     if space is not None:
         space.check(arch, source=str(path))
     return arch
-
-
-def check_output(path: str | Path, flag: str, folder: bool = False) -> Path:
-    """Refuse, before any work, an output (``folder``: an output folder) that cannot be written
-    where it is: an existing folder where a file goes (or the reverse), or a file on its way."""
-    p = Path(path)
-    if folder and p.exists() and not p.is_dir():
-        raise OutputError(f"{flag} {p} is a file, not a folder; choose another {flag}")
-    if not folder and p.is_dir():
-        raise OutputError(f"{flag} {p} is a folder; give the path of a file (inside it or elsewhere)")
-    for parent in p.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputError(f"{flag} {p}: {parent} is a file, not a folder; choose another {flag}")
-            break
-    return p
 
 
 @contextlib.contextmanager

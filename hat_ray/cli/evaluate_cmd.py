@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="folder already holding the named dataset's files")
     p.add_argument("--src-lang")
     p.add_argument("--tgt-lang")
-    p.add_argument("--split", choices=("valid", "test"), default="test")
+    p.add_argument("--split", default="test",
+                   help="valid | test | a named dataset's further test set (multi30k: test2017_flickr, "
+                        "test2017_mscoco, test2018_flickr)")
     p.add_argument("--beam", type=int, default=4, help="beam size (1: greedy)")
     p.add_argument("--lenpen", type=float, default=0.6, help="length penalty")
     p.add_argument("--max-tokens", type=int, default=4096)

@@ -50,7 +50,10 @@ DATASETS: dict[str, DatasetSpec] = {
     "multi30k": DatasetSpec(
         "multi30k", "en", "de",
         {"train": (("train", False),), "valid": (("val", False), ("valid", False)),
-         "test": (("test_2016_flickr", False), ("test", False))},
+         "test": (("test_2016_flickr", False), ("test", False)),
+         # further test sets (``--split test2017_flickr``): reported beside ``test`` (test2016), tuned on by nobody
+         "test2017_flickr": (("test_2017_flickr", False),), "test2017_mscoco": (("test_2017_mscoco", False),),
+         "test2018_flickr": (("test_2018_flickr", False),)},
         note="Multi30k task 1 En-De raw (Elliott et al. 2016); non-commercial research use",
     ),
     "wmt14_en_de": DatasetSpec(
@@ -70,6 +73,13 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
 }
 NAMES = (*DATASETS, "synthetic")
+
+
+def splits_of(data: str) -> tuple[str, ...]:
+    """The split names ``data`` has: train / valid / test, and a named dataset's further test sets
+    (Multi30k: test2017_flickr, test2017_mscoco, test2018_flickr)."""
+    spec = DATASETS.get(data)
+    return SPLITS + tuple(s for s in spec.stems if s not in SPLITS) if spec else SPLITS
 
 
 def cache_root() -> Path:
@@ -102,8 +112,8 @@ def load_split(data: str, split: str, data_dir: str | Path | None = None, *, src
 
     ``segmented``: prefer pre-BPE'd files (for checkpoints imported with fairseq dictionaries).
     """
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    if split not in splits_of(data):
+        raise DataError(f"unknown split {split!r}: use one of {', '.join(splits_of(data))}")
     if data == "synthetic":
         from hat_ray.data.synthetic import synthetic_split
 
@@ -171,8 +181,8 @@ def problems(data: str, data_dir: str | None = None, *, download: bool = True, s
     split to be read to the key that asked for it (default: every split, key ``name``); messages
     start with ``prefix`` + the key (``name``, ``data_dir``, ``src_lang``, ...)."""
     splits = splits if splits is not None else {s: "name" for s in SPLITS}
-    out = [f"{prefix}{key}: unknown split {split!r}; use one of {', '.join(SPLITS)}"
-           for split, key in splits.items() if split not in SPLITS]
+    out = [f"{prefix}{key}: unknown split {split!r}; use one of {', '.join(splits_of(data))}"
+           for split, key in splits.items() if split not in splits_of(data)]
     for key, lang in (("src_lang", src_lang), ("tgt_lang", tgt_lang)):
         if lang is not None and not _LANGUAGE.fullmatch(lang):
             out.append(f"{prefix}{key}: {lang!r} is not a language suffix like 'en' (letters, '_' or '-'; "

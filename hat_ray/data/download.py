@@ -63,6 +63,20 @@ SOURCES: dict[str, list[Source]] = {
                "611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9"),
         Source(_M30K + "test_2016_flickr.de.gz", "test_2016_flickr.de.gz",
                "9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8"),
+
+        # the test sets nobody tunes on (issue 20): reported next to test2016
+        Source(_M30K + "test_2017_flickr.en.gz", "test_2017_flickr.en.gz",
+               "76a444ee25172e72695cddb13ae4a3bda59430617be88e0bb46b60504f054074"),
+        Source(_M30K + "test_2017_flickr.de.gz", "test_2017_flickr.de.gz",
+               "a2c89666db00c495cd8513b9d708d5a3acc205d7de312ef2bf5fb7ebc1540aee"),
+        Source(_M30K + "test_2017_mscoco.en.gz", "test_2017_mscoco.en.gz",
+               "aab300bfb4427697987e02cd0aacd44bfe8aa50456231b6474c08038bbed2b58"),
+        Source(_M30K + "test_2017_mscoco.de.gz", "test_2017_mscoco.de.gz",
+               "799e4854c25d601cb6cb6be29eabe5667734c61ace2f495e03e429031a0bc338"),
+        Source(_M30K + "test_2018_flickr.en.gz", "test_2018_flickr.en.gz",
+               "ef4f4844037d4c5dea75c9a8ed5fd78905967a26f67c255e230cc9780032654d"),
+        Source(_M30K + "test_2018_flickr.de.gz", "test_2018_flickr.de.gz",
+               "ddd0130c7d97482dc5197a02141dae8dd79f20f03586c480d675c09a32daf608"),
     ],
     "wmt14_en_de": [
         Source("http://statmt.org/wmt13/training-parallel-europarl-v7.tgz", "europarl.tgz"),

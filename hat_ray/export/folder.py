@@ -28,7 +28,7 @@ from typing import Any
 from hat_ray import __version__
 from hat_ray.errors import DataError, ExportError, OutputError
 from hat_ray.export.graphs import dynamic_axes, names
-from hat_ray.io import atomic_write, file_sha256
+from hat_ray.io import atomic_write, check_output, file_sha256
 from hat_ray.model.transformer import Transformer
 from hat_ray.tokens import BOS, EOS, PAD, UNK
 
@@ -65,14 +65,7 @@ def check_format(fmt: str, int8: bool) -> None:
 
 def check_out(out: str | Path) -> Path:
     """Refuse an ``out`` that is a file, or a non-empty folder that is not a previous export."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out} is a file, not a folder; choose another --out")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputError(f"--out {out}: {parent} is a file, not a folder; choose another --out")
-            break
+    out = check_output(out, "--out", folder=True)
     if out.is_dir() and any(out.iterdir()) and previous_export(out) is None:
         raise OutputError(f"--out {out} is a folder holding files that are not a hat-ray export; choose a new "
                           "or empty folder (an earlier export there would be replaced)")
