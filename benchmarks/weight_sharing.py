@@ -53,7 +53,7 @@ def spread_archs(space: SearchSpace, n: int, seed: int, pool: int = 400) -> list
     from hat_ray.model.accounting import count_params
 
     rng = np.random.default_rng(seed)
-    qkv = space.super_config.qkv_dim
+    qkv = space.super.qkv_dim
     sampled = sorted({space.sample(rng) for _ in range(pool)} | {space.largest(), space.smallest()},
                      key=lambda a: (count_params(a, qkv), a.key()))
     picks = np.unique(np.round(np.linspace(0, len(sampled) - 1, n)).astype(int))
@@ -89,7 +89,7 @@ def evaluate(ckpt: Path, arch_file: Path | None, args: argparse.Namespace, log: 
            "--limit", str(args.valid_sentences), "--json"]
     if arch_file is not None:
         cmd += ["--arch", str(arch_file)]
-    got = json.loads(run(cmd, log).strip().splitlines()[-1])
+    got = json.loads(run(cmd, log))
     return {"valid_loss": round(got["valid_loss"], 4), "sacrebleu": round(got["sacrebleu"], 2)}
 
 
@@ -103,8 +103,8 @@ def trained(folder: Path, updates: int, args: argparse.Namespace, log: Path, ext
         if ckpt.is_file():
             cmd.append("--resume")
         t0 = time.time()
-        printed = run(cmd, log).strip().splitlines()
-        summary = json.loads(printed[-1]) if printed else {}
+        printed = run(cmd, log).strip()
+        summary = json.loads(printed) if printed else {}
         done.write_text(json.dumps({"seconds": round(time.time() - t0, 1), "summary": summary}, default=str))
     return ckpt
 
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         inherited = evaluate(supernet, arch_file, args, log)
         scratch_ckpt = trained(folder / "scratch", updates, args, log, ["subnet", "--arch", str(arch_file)])
         scratch = evaluate(scratch_ckpt, None, args, log)
-        row = {"arch": arch.key(), "params_m": round(count_params(arch, space.super_config.qkv_dim) / 1e6, 3),
+        row = {"arch": arch.key(), "params_m": round(count_params(arch, space.super.qkv_dim) / 1e6, 3),
                "inherited": inherited, "scratch": scratch,
                "scratch_seconds": json.loads((folder / "scratch" / "done.json").read_text())["seconds"]}
         result.write_text(json.dumps(row, indent=1))
