@@ -128,6 +128,7 @@ def test_spec_paths_are_absolute(env, monkeypatch):
 @pytest.mark.parametrize(("flag", "good", "key", "value", "updates", "bad", "message"), [
     ("--largest-prob", "1", "largest_prob", 1.0, 2, "2", "largest_prob must be in [0, 1]"),
     ("--largest-first", "2", "largest_first", 2, 3, "-5", "largest_first must be >= 0"),
+    ("--largest-first-minutes", "10", "largest_first_minutes", 10.0, 3, "-1", "largest_first_minutes must be >= 0"),
 ])
 def test_largest_arch_options_reach_the_run_and_are_validated(env, capsys, flag, good, key, value, updates, bad,
                                                               message):

@@ -11,7 +11,7 @@ from tiny_space import tiny_space_dict
 from hat_ray.data.batching import encode_corpus
 from hat_ray.data.synthetic import synthetic_split
 from hat_ray.data.tokenizer import SentencePieceTokenizer
-from hat_ray.errors import DataError
+from hat_ray.errors import ConfigError, DataError
 from hat_ray.model.transformer import build_super
 from hat_ray.space import SearchSpace
 from hat_ray.train.config import TrainConfig
@@ -90,6 +90,35 @@ def test_interrupted_run_resumes_bit_identically(setup, tmp_path, interrupt, rul
     assert all(torch.equal(s_opt[i]["exp_avg_sq"], r_opt[i]["exp_avg_sq"]) for i in s_opt)
     logged = [json.loads(x)["update"] for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert logged == list(range(1, N + 1))  # replayed updates are not logged twice
+
+
+def test_largest_first_minutes_switches_on_the_clock_and_resumes_exactly(setup, tmp_path, monkeypatch):
+    """A clock where update u ends at minute u: with largest_first_minutes=3 updates 1-3 train the
+    largest Arch, 4-6 their HAT samples; the switch is kept in the checkpoint, so a run that dies
+    after update 5 resumes (from update 4) into the same updates."""
+    from hat_ray.train.trainer import Trainer, archs_for_update
+
+    monkeypatch.setattr(Trainer, "elapsed", lambda self: 60.0 * (self.update + 1))
+    space = setup[0]
+    straight, steps = make(setup, tmp_path / "a", largest_first_minutes=3), {}
+    straight.train(record(steps))
+    largest = space.largest().key()
+    assert [steps[u][1] for u in range(1, 4)] == [[largest]] * 3 and straight.largest_until == 3
+    assert [steps[u][1] for u in range(4, N + 1)] == [[archs_for_update(space, 1, u)[0].key()] for u in range(4, N + 1)]
+    first = make(setup, tmp_path / "b", largest_first_minutes=3)
+    with pytest.raises(RuntimeError):
+        first.train(_crash_at(5, RuntimeError("killed")))
+    ckpt = load_resume(tmp_path / "b")
+    assert ckpt["progress"]["update"] == 4 and ckpt["progress"]["largest_until"] == 3
+    monkeypatch.setattr(Trainer, "elapsed", lambda self: 0.0)  # a resumed clock would not switch again
+    second, after = make(setup, tmp_path / "b", largest_first_minutes=3), {}
+    second.restore(ckpt)
+    second.train(record(after))
+    assert after == {u: steps[u] for u in (5, 6)}
+    with pytest.raises(ConfigError, match="largest_first_minutes .* must be below max_minutes"):
+        TrainConfig(max_minutes=2, largest_first_minutes=2)
+    with pytest.raises(ConfigError, match="largest_first_minutes applies to supernet training only"):
+        TrainConfig(max_updates=1, mode="subnet", largest_first_minutes=1)
 
 
 def test_checkpoint_files_and_resume_errors(setup, tmp_path):

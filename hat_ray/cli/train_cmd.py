@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="train the largest Arch only for the first N updates, then sample (default 0: HAT's "
                           "sampling from the start; short runs train much better with ~half their updates here, "
                           "see BENCHMARKS.md)")
+    sup.add_argument("--largest-first-minutes", type=float, default=0.0, metavar="M",
+                     help="train the largest Arch only for the first M minutes of training time, then sample: the "
+                          "same share of a --max-minutes budget on any machine (default 0)")
     subnet = tsub.add_parser("subnet", help="one fixed SubTransformer, from scratch or inherited weights")
     subnet.add_argument("--arch", required=True, help="Arch YAML (HAT's format or hat-ray's)")
     subnet.add_argument("--init-from", metavar="SUPER_CKPT",
@@ -84,6 +87,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         label_smoothing=args.label_smoothing, dropout=args.dropout, seed=args.seed,
         sandwich=getattr(args, "sandwich", False), largest_prob=getattr(args, "largest_prob", 0.0),
         largest_first=getattr(args, "largest_first", 0),
+        largest_first_minutes=getattr(args, "largest_first_minutes", 0.0),
         validate_every=args.validate_every, save_every=args.save_every, keep_last=args.keep_last,
         log_every=args.log_every, progress=not args.no_progress, tensorboard=not args.no_tensorboard,
     )

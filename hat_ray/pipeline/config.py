@@ -67,6 +67,7 @@ class SupernetSection:
     sandwich: bool = False
     largest_prob: float = 0.0  # chance per update of training the largest Arch instead of a sample
     largest_first: int = 0  # the first N updates train the largest Arch only, then sampling
+    largest_first_minutes: float = 0.0  # the first M minutes train the largest Arch only, then sampling
     validate_every: int = 1000
     save_every: int = 1000
     workers: int = 1  # >1: Ray Train data-parallel workers

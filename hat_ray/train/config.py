@@ -37,6 +37,10 @@ class TrainConfig:
     sandwich: bool = False  # each update: largest + smallest + one sampled Arch (supernet only)
     largest_prob: float = 0.0  # chance that an update trains the largest Arch instead of a sample (supernet)
     largest_first: int = 0  # the first N updates train the largest Arch only, then sampling (supernet)
+    # the first M minutes of training time train the largest Arch only, then sampling (supernet):
+    # the same share of a time budget on a fast, slow or loaded machine (the switch update is
+    # agreed by every worker and kept in the checkpoint)
+    largest_first_minutes: float = 0.0
     validate_every: int = 1000  # updates; 0: only at the end
     save_every: int = 1000  # updates; 0: only at the end
     keep_last: int = 5  # numbered model-only checkpoints kept for averaging
@@ -93,6 +97,13 @@ class TrainConfig:
             problems.append(f"largest_first must be >= 0 updates, got {c.largest_first}")
         elif c.largest_first and c.mode != "supernet":
             problems.append("largest_first applies to supernet training only")
+        if not c.largest_first_minutes >= 0:  # also refuses nan
+            problems.append(f"largest_first_minutes must be >= 0 minutes, got {c.largest_first_minutes}")
+        elif c.largest_first_minutes and c.mode != "supernet":
+            problems.append("largest_first_minutes applies to supernet training only")
+        elif c.largest_first_minutes and c.max_minutes is not None and c.largest_first_minutes >= c.max_minutes:
+            problems.append(f"largest_first_minutes ({c.largest_first_minutes:g}) must be below max_minutes "
+                            f"({c.max_minutes:g}), or no update would sample an Arch")
         return problems
 
     def schedule_fn(self) -> Schedule:
@@ -113,5 +124,5 @@ class TrainConfig:
 
 # Settings that change which batches or Archs a resumed run sees: a resume with different values
 # still runs, but is no longer an exact continuation (logged).
-EXACT_RESUME_KEYS = ("max_tokens", "update_freq", "seed", "sandwich", "largest_prob", "largest_first", "schedule", "lr",
-                     "warmup_updates", "label_smoothing")
+EXACT_RESUME_KEYS = ("max_tokens", "update_freq", "seed", "sandwich", "largest_prob", "largest_first",
+                     "largest_first_minutes", "schedule", "lr", "warmup_updates", "label_smoothing")

@@ -10,6 +10,9 @@ Determinism, which exact resume and data parallelism rely on:
 - the learning rate is a pure function of ``u``.
 So a checkpoint needs only the weights, Adam's state and ``(update, position)``, and the
 updates after a resume are bit-identical to those of an uninterrupted run (same thread count).
+The one exception is ``largest_first_minutes``: the update at which the time runs out depends on
+the machine's speed. Every worker reports its clock with the update's sums, so all switch after
+the same update; the switch update is kept in the checkpoint, so a resume after it is exact.
 
 Gradients: the summed loss of all micro-batches is back-propagated, gradients are summed over
 workers and divided by the global number of target tokens (fairseq's normalisation), clipped,
@@ -93,6 +96,7 @@ class Trainer:
             collate(valid, b) for b in make_batches(valid.src_lens, valid.tgt_lens, cfg.max_tokens, seed=None)
         ][self.comm.rank::self.comm.world]
         self.update, self.position, self.tokens, self.elapsed_before = 0, 0, 0, 0.0
+        self.largest_until: int | None = None  # largest_first_minutes: the update after which time ran out
         self.fingerprint = corpus_fingerprint(train)
         self.ckpt = CheckpointManager(out, cfg.keep_last) if (out is not None and self.comm.rank == 0) else None
         self.extra = dict(checkpoint_extra or {})
@@ -105,7 +109,16 @@ class Trainer:
         if self.cfg.mode == "subnet":
             return [None]  # the static SubTransformer's bound Arch
         cfg = self.cfg
-        return list(archs_for_update(self.space, cfg.seed, update, cfg.sandwich, cfg.largest_prob, cfg.largest_first))
+        return list(archs_for_update(self.space, cfg.seed, update, cfg.sandwich, cfg.largest_prob,
+                                     max(cfg.largest_first, self._largest_by_time(update))))
+
+    def _largest_by_time(self, update: int) -> int:
+        """The last update that trains the largest Arch under ``largest_first_minutes``: ``update``
+        itself while the time has not run out (at the end of the update before), else the update
+        after which it ran out."""
+        if not self.cfg.largest_first_minutes:
+            return 0
+        return self.largest_until if self.largest_until is not None else update
 
     def train_step(self) -> dict[str, Any]:
         """Run update ``self.update + 1`` and return its statistics (losses in bits/token)."""
@@ -116,6 +129,8 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         sums, first_batch = self._accumulate(archs)
         sums[4] = float(self._out_of_time())
+        sums[5] = float(self.cfg.largest_first_minutes > 0 and self.largest_until is None
+                        and self.elapsed() >= self.cfg.largest_first_minutes * 60)
         comm.all_reduce_(sums)
         flat = sync_grads_(self.params, comm, 1.0 / max(float(sums[2]), 1.0))
         gnorm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.clip_norm if cfg.clip_norm > 0 else math.inf))
@@ -129,6 +144,10 @@ class Trainer:
         self.update, self.position = u, self.position + cfg.update_freq * comm.world
         self.tokens += int(sums[3])
         self._stop = bool(sums[4] > 0)
+        if sums[5] > 0:  # some worker's clock passed largest_first_minutes: all sample from the next update
+            self.largest_until = u
+            log.info("update %d: %g minutes of largest-first training done; sampling Archs from now on", u,
+                     self.cfg.largest_first_minutes)
         stats = {"update": u, "loss": float(sums[0] / sums[2]) / LN2, "nll": float(sums[1] / sums[2]) / LN2,
                  "lr": lr, "gnorm": gnorm, "ntokens": int(sums[3]), "archs": [a.key() if a else "bound" for a in archs]}
         self.logger.trace(stats, flat, first_batch)
@@ -136,9 +155,9 @@ class Trainer:
 
     def _accumulate(self, archs: list[Arch | None]) -> tuple[torch.Tensor, int]:
         """Forward/backward of this rank's micro-batches for every Arch of the update (gradients
-        summed). Returns [loss, nll, tokens x archs, data tokens, 0] and the first sentence index."""
+        summed). Returns [loss, nll, tokens x archs, data tokens, 0, 0] and the first sentence index."""
         cfg, comm = self.cfg, self.comm
-        sums = torch.zeros(5, dtype=torch.float64)
+        sums = torch.zeros(6, dtype=torch.float64)
         first = -1
         for m in range(cfg.update_freq):
             batch = self.stream.at(self.position + m * comm.world + comm.rank).to(self.device)
@@ -228,7 +247,8 @@ class Trainer:
         return {"optimizer": self.opt.state_dict(), "train_config": self.cfg.to_dict(),
                 "progress": {"update": self.update, "position": self.position, "tokens": self.tokens,
                              "elapsed_s": self.elapsed(), "epoch": self.stream.epoch_of(self.position),
-                             "world": self.comm.world, "fingerprint": self.fingerprint},
+                             "world": self.comm.world, "fingerprint": self.fingerprint,
+                             "largest_until": self.largest_until},
                 "valid": dict(self.last_valid)}
 
     def save(self) -> None:
@@ -247,6 +267,7 @@ class Trainer:
         p = ckpt["progress"]
         self.update, self.position, self.tokens = int(p["update"]), int(p["position"]), int(p["tokens"])
         self.elapsed_before = float(p["elapsed_s"])
+        self.largest_until = p.get("largest_until")
         self.last_valid = dict(ckpt.get("valid") or {})
         self.logger.truncate(self.update)
         self.comm.broadcast_params_(self.model)

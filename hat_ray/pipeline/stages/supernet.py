@@ -16,6 +16,7 @@ def run(ctx: Context, done: dict[str, Any]) -> dict[str, Any]:
     cfg = TrainConfig(mode="supernet", max_updates=s.max_updates, max_minutes=s.max_minutes, max_tokens=s.max_tokens,
                       lr=s.lr, warmup_updates=s.warmup_updates, schedule=s.schedule, dropout=s.dropout, seed=s.seed,
                       sandwich=s.sandwich, largest_prob=s.largest_prob, largest_first=s.largest_first,
+                      largest_first_minutes=s.largest_first_minutes,
                       validate_every=s.validate_every, save_every=s.save_every)
     out = ctx.supernet_ckpt.parent
     spec = make_spec(ctx.space, cfg, data_options(ctx.exp), out, resume=ctx.supernet_ckpt.exists())
