@@ -242,9 +242,9 @@ def test_fingerprints_chain_and_bundled_experiments_load():
     assert [a[s] == b[s] for s in NAMES] == [True, True, True, False, False, False, False]
     # a setting added later leaves runs from before alone at its default, and counts once set
     # the demo's fingerprint before `largest_prob` and `largest_first` existed (update it when
-    # experiments/demo.yaml changes otherwise; the demo sets largest_first since)
+    # experiments/demo.yaml changes otherwise; the demo sets largest_first_minutes since)
     before = exp.to_dict()
-    assert before["supernet"].pop("largest_first") == 400
+    assert before["supernet"].pop("largest_first_minutes") == 2
     before = Experiment.from_dict(before)
     assert fingerprints(before)["supernet"] == "688cf7233dac5b27" != a["supernet"]
     for added in ({"largest_prob": 0.25}, {"largest_first": 300}):
@@ -329,7 +329,7 @@ def test_resource_settings_of_train_and_search_are_validated_at_once(tmp_path):
 def test_new_resource_settings_keep_old_fingerprints_until_set():
     demo = Experiment.load("demo").to_dict()
     assert demo["evaluate"].pop("export") == ["onnx", "onnx-int8"]  # set since: the evaluate stage's only change
-    assert demo["supernet"].pop("largest_first") == 400  # set since (issue 20)
+    assert demo["supernet"].pop("largest_first_minutes") == 2  # set since (issue 20)
     exp = Experiment.from_dict(demo)
     # experiments/demo.yaml's fingerprints from before train.workers/cpus_per_worker/gpu,
     # search.gpu/cpus_per_scorer and evaluate.export existed (update them when demo.yaml changes)
