@@ -423,6 +423,17 @@ def test_a_failed_latency_measurement_does_not_crash_the_report_or_the_benchmark
     rows = bench.compare(models)
     assert rows[0]["baselines_at_or_above"] == ["baseline-c"] and rows[0]["claim_holds"] is False
     assert "| baseline-b | baseline | 3.00 | - |" in bench.markdown(models, rows)
+    # seeds and the untouched test sets: the claim per split, mean and sd over the seeds
+    for m, bleu in zip(models, (7.0, 1.0, 6.0)):
+        m["sacrebleu_by_split"] = {"test": m["sacrebleu"], "test2017_mscoco": bleu}
+    assert bench.compare(models, "test2017_mscoco")[0]["claim_holds"] is True  # 7.0 > 6.0
+    second = [{**m, "sacrebleu_by_split": {"test": m["sacrebleu"] + 1, "test2017_mscoco": 2.0}} for m in models]
+    per_seed = {s: {"models": ms, "comparison": {sp: bench.compare(ms, sp) for sp in ("test", "test2017_mscoco")}}
+                for s, ms in ((1, models), (2, second))}
+    agg = bench.aggregate(per_seed, ["test", "test2017_mscoco"])
+    assert agg["sacrebleu"]["hat-a"]["test"] == {"mean": 5.5, "sd": 0.71, "values": [5.0, 6.0]}
+    assert agg["claim_holds"]["hat-a"] == {"test": "0/2", "test2017_mscoco": "1/2"}
+    assert "| hat-a | 5.50 +- 0.71 | 4.50 +- 3.54 |" in bench.markdown_seeds(agg, ["test", "test2017_mscoco"])
 
 
 def test_hats_claim_is_judged_against_every_baseline_at_least_as_slow():
