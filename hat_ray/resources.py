@@ -6,6 +6,7 @@ In a checkout they sit at the repository root; in an installed wheel they are pa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +81,14 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     if mark is not None and problem:
         return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
     return " ".join(str(exc).split())[:200]
+
+
+def section_values(raw: Any, defaults: dict[str, Any], name: str, problems: list[str],
+                   what: str = "a mapping", fix: str = "") -> dict[str, Any] | None:
+    """A config section (``raw``) merged over its ``defaults``: a problem for a non-mapping (then
+    None) and one per unknown key, appended to ``problems``; values are checked by the caller."""
+    if not isinstance(raw, Mapping):
+        problems.append(f"{name} must be {what}, got {type(raw).__name__}" + (f"; {fix}" if fix else ""))
+        return None
+    problems += [f"{name}: unknown key {k!r} (allowed: {sorted(defaults)})" for k in raw if k not in defaults]
+    return {**defaults, **{k: raw[k] for k in raw if k in defaults}}

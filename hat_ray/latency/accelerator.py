@@ -70,6 +70,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hat_ray.latency.workload import PARTS, VECTOR_OPS, Workload, workload
+from hat_ray.resources import section_values
 
 if TYPE_CHECKING:
     from hat_ray.arch import Arch
@@ -134,13 +135,10 @@ class Accelerator:
 # ---- validation ----
 def parse_accelerator(raw: Any, problems: list[str]) -> Accelerator | None:
     """The ``simulator:`` section of a profile; appends one problem per bad value to ``problems``."""
-    if not isinstance(raw, Mapping):
-        problems.append(f"simulator must be a mapping of hardware parameters, got {type(raw).__name__}; {_FIX}")
-        return None
     start = len(problems)
-    defaults = asdict(Accelerator())
-    problems += [f"simulator: unknown key {k!r} (allowed: {sorted(defaults)})" for k in raw if k not in defaults]
-    v = {**defaults, **{k: raw[k] for k in raw if k in defaults}}
+    v = section_values(raw, asdict(Accelerator()), "simulator", problems, "a mapping of hardware parameters", _FIX)
+    if v is None:
+        return None
     for key in ("rows", "cols"):
         if not _is_int(v[key]) or not 1 <= v[key] <= 4096:
             problems.append(f"simulator.{key} must be an integer from 1 to 4096 (PEs), got {v[key]!r}")

@@ -61,7 +61,7 @@ from typing import Any
 from hat_ray.errors import ConfigError
 from hat_ray.latency import accelerator, backends
 from hat_ray.latency.accelerator import Accelerator
-from hat_ray.resources import load_named_yaml
+from hat_ray.resources import load_named_yaml, section_values
 
 # How to fix a profile file: every problem message ends with where complete examples are.
 PROFILE_HINT = "compare with a bundled profile in device_profiles/, e.g. local_cpu.yaml"
@@ -273,13 +273,10 @@ def _parse_ray(raw: Any, problems: list[str]) -> RayPlacement | None:
 
 
 def _parse_protocol(raw: Any, problems: list[str]) -> Protocol | None:
-    if not isinstance(raw, Mapping):
-        problems.append(f"protocol must be a mapping, got {type(raw).__name__}")
-        return None
     start = len(problems)
-    defaults = asdict(Protocol())
-    problems += [f"protocol: unknown key {k!r} (allowed: {sorted(defaults)})" for k in raw if k not in defaults]
-    v = {**defaults, **{k: raw[k] for k in raw if k in defaults}}
+    v = section_values(raw, asdict(Protocol()), "protocol", problems)
+    if v is None:
+        return None
     for key in ("batch", "beam", "vocab", "runs", "max_runs", "max_attempts", "rounds", "batch_archs", "max_rounds"):
         if not _is_int(v[key]) or v[key] < 1:
             problems.append(f"protocol.{key} must be a positive integer, got {v[key]!r}")
