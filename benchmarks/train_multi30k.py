@@ -265,7 +265,7 @@ def checked_conversion(plain: PlainTransformer, test, tokenizer, space: SearchSp
     plain.eval()
     config = ModelConfig.for_space(space, plain.embed.shape[0], plain.embed.shape[0])
     converted = to_hat_ray(plain, config).eval()
-    probe = encode_corpus(test.subset(range(8)), tokenizer, space.super.max_positions)
+    probe = encode_corpus(test.subset(range(min(8, len(test)))), tokenizer, space.super.max_positions)
     b = collate(probe, list(range(8)))
     with torch.inference_mode():
         diff = (plain(b.src, b.prev) - converted(b.src, b.prev, dense_arch(space))).abs().max().item()
