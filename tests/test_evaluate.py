@@ -93,6 +93,19 @@ def test_evaluate_errors_are_one_line(trained, capsys, tmp_path):
     code, _, err = run(capsys, "evaluate", "--checkpoint", str(trained / "run" / "checkpoint_last.pt"),
                        "--data", "multi30k", "--data-dir", str(tmp_path / "nowhere"))
     assert code == 2 and "does not exist" in err
+    code, _, err = run(capsys, "evaluate", "--checkpoint", str(trained / "run" / "checkpoint_last.pt"),
+                       "--split", "test2017_flickr")  # a Multi30k test set; this model's data is a folder
+    assert code == 2 and err.count("\n") == 1 and "unknown split 'test2017_flickr': use one of train, valid, test" in err
+
+
+def test_multi30k_untouched_test_set_through_the_cli(trained, shared_data, capsys):
+    """`--split test2017_mscoco` scores a checkpoint on Multi30k's test set nobody tuned on (the
+    tiny model knows none of its words: only the wiring is checked)."""
+    code, out, err = run(capsys, "evaluate", "--checkpoint", str(trained / "run" / "checkpoint_last.pt"), "--data",
+                         "multi30k", "--data-dir", str(shared_data / "multi30k"), "--split", "test2017_mscoco",
+                         "--beam", "1", "--limit", "5")
+    assert code == 0, err
+    assert "(test2017_mscoco, 5 sentences)" in out
 
 
 def test_bleu_helpers():
