@@ -20,7 +20,9 @@ step's output is reused, so an interrupted run continues where it stopped):
 Writes ``benchmarks/results/weight_sharing.json`` and prints a Markdown table for BENCHMARKS.md.
 Only validation data is used: nothing is selected here, it is a measurement.
 
-    python benchmarks/weight_sharing.py                      # demo space, synthetic corpus: ~50 min on 2 cores
+    python benchmarks/weight_sharing.py                      # demo space, synthetic corpus: ~35 min on 2 cores
+    python benchmarks/weight_sharing.py --supernet runs/demo/supernet/checkpoint_last.pt --updates 753
+                                                             # on the demo's supernet (BENCHMARKS.md: 26 min)
     python benchmarks/weight_sharing.py --supernet-updates 60 --updates 40 --archs 4 --valid-sentences 40 \\
         --out runs/bench_ws_small                            # a check of the wiring (minutes)
     python benchmarks/weight_sharing.py --device cuda --data multi30k --data-dir ../shared/data/multi30k \\
