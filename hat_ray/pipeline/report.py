@@ -31,10 +31,11 @@ def write_report(ctx: Context, done: dict[str, Any]) -> dict[str, Any]:
     for name, data in plots.items():
         if data is not None:
             atomic_write(ctx.out / name, lambda tmp, data=data: Path(tmp).write_bytes(data))
-    text = render_markdown(ctx, done, [n for n, d in plots.items() if d is not None])
+    found = claims(models, devices)
+    text = render_markdown(ctx, done, [n for n, d in plots.items() if d is not None], found)
     atomic_write(ctx.out / "report.md", lambda tmp: Path(tmp).write_text(text))
     return {"report": str(ctx.out / "report.md"), "plots": [n for n, d in plots.items() if d is not None],
-            "table": model_table(models, devices), "claims": claims(models, devices)}
+            "table": model_table(models, devices), "claims": found}
 
 
 # Two latencies closer than this (relative) are equal: the reference protocol's resolution on a
@@ -108,7 +109,7 @@ def model_table(models: list[dict[str, Any]], devices: list[str]) -> list[dict[s
     return rows
 
 
-def render_markdown(ctx: Context, done: dict[str, Any], plots: list[str]) -> str:
+def render_markdown(ctx: Context, done: dict[str, Any], plots: list[str], found: list[dict[str, Any]]) -> str:
     exp, devices = ctx.exp, [p.name for p in ctx.profiles]
     lines = [f"# hat-ray report: {exp.name}", "",
              f"Space `{exp.space}`, data `{exp.data.name}`, devices {', '.join(f'`{d}`' for d in devices)}, "
@@ -153,7 +154,7 @@ def render_markdown(ctx: Context, done: dict[str, Any], plots: list[str]) -> str
               "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table:
         lines.append("| " + " | ".join("-" if row.get(c) is None else str(row[c]) for c in header) + " |")
-    lines += claim_lines(done["evaluate"]["models"], devices, exp)
+    lines += claim_lines(found, exp)
     lines += export_lines(done["evaluate"]["models"])
     missing = done["evaluate"].get("unmeasured_devices") or []
     if missing:
@@ -162,9 +163,8 @@ def render_markdown(ctx: Context, done: dict[str, Any], plots: list[str]) -> str
     return "\n".join(lines)
 
 
-def claim_lines(models: list[dict[str, Any]], devices: list[str], exp: Any) -> list[str]:
-    """HAT's claim, model by model (see :func:`claims`)."""
-    found = claims(models, devices)
+def claim_lines(found: list[dict[str, Any]], exp: Any) -> list[str]:
+    """HAT's claim, model by model (``found``: :func:`claims`)."""
     if not found:
         return []
     unit = found[0]["unit"]
