@@ -69,12 +69,11 @@ def claims(models: list[dict[str, Any]], devices: list[str]) -> list[dict[str, A
     for m in sorted((m for m in models if m["role"] == "searched"), key=lambda m: m[key][dev]):
         latency = m[key][dev]
         rivals = sorted((b for b in base if b[key][dev] >= latency * (1 - EQUAL_LATENCY)), key=lambda b: b[key][dev])
+        against = [{"model": b["name"], "latency": round(b[key][dev], 3), "sacrebleu": round(b["sacrebleu"], 2),
+                    "beaten": m["sacrebleu"] > b["sacrebleu"]} for b in rivals]
         out.append({"model": m["name"], "device": dev, "unit": unit, "latency": round(latency, 3),
                     "sacrebleu": round(m["sacrebleu"], 2),
-                    "holds": all(m["sacrebleu"] > b["sacrebleu"] for b in rivals) if rivals else None,
-                    "against": [{"model": b["name"], "latency": round(b[key][dev], 3),
-                                 "sacrebleu": round(b["sacrebleu"], 2), "beaten": m["sacrebleu"] > b["sacrebleu"]}
-                                for b in rivals]})
+                    "holds": all(r["beaten"] for r in against) if against else None, "against": against})
     return out
 
 
@@ -86,9 +85,9 @@ def claim_sentence(c: dict[str, Any]) -> str:
     rivals = "; ".join(f"{r['model']} {r['latency']:g} {c['unit']}, SacreBLEU {r['sacrebleu']:.2f}" for r in c["against"])
     if c["holds"]:
         return head + f"the claim holds: it beats every baseline of equal or higher latency ({rivals})."
-    lost = ", ".join(r["model"] for r in c["against"] if not r["beaten"])
-    return head + (f"the claim does not hold: {lost} {'is' if ',' not in lost else 'are'} at least as slow and "
-                   f"score{'s' if ',' not in lost else ''} at least as high ({rivals}).")
+    lost = [r["model"] for r in c["against"] if not r["beaten"]]
+    verbs = "is at least as slow and scores" if len(lost) == 1 else "are at least as slow and score"
+    return head + f"the claim does not hold: {', '.join(lost)} {verbs} at least as high ({rivals})."
 
 
 def model_table(models: list[dict[str, Any]], devices: list[str]) -> list[dict[str, Any]]:
