@@ -22,7 +22,8 @@ so an interrupted run resumes at its first unfinished stage. Writes
 ``benchmarks/results/hat_multi30k.json`` and prints a Markdown table for BENCHMARKS.md.
 
     nice python benchmarks/hat_multi30k.py                            # ~75 min on 2 cores per seed
-    nice python benchmarks/hat_multi30k.py --seeds 1 2 3 --train-updates 300   # equal updates, 3 seeds
+    nice python benchmarks/hat_multi30k.py --seeds 1 2 3 --supernet-updates 400 --train-updates 80 --beam 1
+        # equal updates, 3 seeds: no budget depends on the machine's load (~4 h on 2 cores)
     python benchmarks/hat_multi30k.py --supernet-minutes 3 --train-minutes 0.5 --latency-archs 20 \\
         --out runs/bench_hat_small --test-sentences 200               # a quick check of the wiring
     python benchmarks/hat_multi30k.py --latency-only benchmarks/results/hat_multi30k.json
@@ -66,7 +67,8 @@ def experiment(args: argparse.Namespace, seed: int = 1) -> Experiment:
         "devices": [{"profile": DEVICE, "limits_ms": limits}],
         "data": {"name": "multi30k", "data_dir": str(args.data_dir), "vocab_size": 8000,
                  "valid_sentences": args.valid_sentences, "test_sentences": args.test_sentences},
-        "supernet": {"max_minutes": args.supernet_minutes, "max_tokens": 4096, "lr": 1e-3, "warmup_updates": 400,
+        "supernet": {**({"max_updates": args.supernet_updates} if args.supernet_updates
+                        else {"max_minutes": args.supernet_minutes}), "max_tokens": 4096, "lr": 1e-3, "warmup_updates": 400,
                      "dropout": 0.1, "validate_every": 0, "save_every": 200, "threads": 2, "seed": seed},
         "latency": {"archs": args.latency_archs},
         "search": {"algorithm": "hat", "scorers": 2, "population": 40, "parents": 10, "mutations": 15,
@@ -252,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limits", type=float, nargs="+", default=[20, 50, 80],
                    help="latency limits as percentiles of the latencies measured on this machine")
     p.add_argument("--supernet-minutes", type=float, default=20)
+    p.add_argument("--supernet-updates", type=int,
+                   help="train the SuperTransformer for N updates instead of --supernet-minutes (a result that "
+                        "does not depend on the machine's load: 20 quiet minutes made ~420)")
     p.add_argument("--train-minutes", type=float, default=4, help="per model, winners and baselines alike")
     p.add_argument("--init", choices=["supernet", "scratch"], default="supernet")
     p.add_argument("--latency-archs", type=int, default=80)

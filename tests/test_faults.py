@@ -491,6 +491,7 @@ APPEND_ONLY = {
     ("search/searcher.py", "record"): "evaluation log: append + fsync per line; a torn last line is skipped",
     ("search/searcher.py", "save"): "Tune writes searcher state into its own temp folder and renames it",
     ("latency/dataset.py", "__init__"): "JournalWriter: append + fsync per row; a torn last line is skipped",
+    ("search/pool.py", "__init__"): "ScorerPool's score journal: append + flush per line; a torn last line is skipped",
     ("train/logs.py", "_append"): "train/valid logs: append per update; a resume rewrites them atomically",
     ("data/download.py", "ensure_cached"): "files are built in a .partial staging folder renamed when complete",
     ("data/download.py", "_write_pairs"): "called inside the .partial staging folder (see prepare)",

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from search_helpers import write_fake_predictor, write_supernet_checkpoint
 
+from hat_ray.search.pool import read_journal
 from hat_ray.search.searcher import read_log
 
 EVO = ["--population", "10", "--parents", "4", "--mutations", "4", "--crossovers", "2", "--iterations", "6"]
@@ -77,12 +78,16 @@ def test_killed_driver_resumes_without_lost_or_duplicated_evaluations(inputs, fu
         proc.wait()
     done_before = len(read_log(log))
     assert done_before < EXPECTED
+    journaled = read_journal(out / "scored.jsonl")  # scored by the pool, logged or not
+    assert len(journaled) >= done_before
     resumed = subprocess.run(_cmd(inputs, out, "--resume", "--json"), capture_output=True, text=True, env=_env(),
                              timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     entries = read_log(log)
     keys = [e["key"] for e in entries]
     assert len(keys) == len(set(keys)) == EXPECTED  # nothing lost, nothing evaluated twice
+    # nothing scored twice either: the resumed run scored exactly what the journal did not hold
+    assert json.loads(resumed.stdout)["scored"] + len(journaled) == EXPECTED
     # the generational engine retraces the interrupted run: same Archs, same best as undisturbed
     full_out, full_result = full_run
     assert set(keys) == {e["key"] for e in read_log(full_out / "evaluations.jsonl")}

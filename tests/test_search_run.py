@@ -13,7 +13,7 @@ from search_helpers import FakePredictor, random_batches, tiny_space, tiny_super
 
 from hat_ray.arch import Arch
 from hat_ray.search.constraints import Constraint, Constraints
-from hat_ray.search.evolution import HatEvolution
+from hat_ray.search.evolution import HatEvolution, RandomSearch
 from hat_ray.search.run import SearchOptions, hypervolume, run_search
 from hat_ray.search.scorer import Scorer, pack_batches, pack_weights, unpack_batches, unpack_weights
 from hat_ray.search.searcher import EvolutionSearcher, read_log
@@ -37,34 +37,54 @@ def limit(ms: float) -> Constraints:
     return Constraints([Constraint("fake", ms, FakePredictor())])
 
 
-def _config(arch):
-    return {"arch": arch.to_dict(), "key": arch.key()}
+def _config(archs):
+    return {"candidates": [{"arch": a.to_dict(), "key": a.key()} for a in archs]}
+
+
+def _losses(config, values):
+    return {"losses": values, "config": config}
 
 
 def test_searcher_save_restore_round_trip_with_in_flight(tmp_path):
-    engine = HatEvolution(tiny_space(), limit(30), seed=0, population=8, parents=3, mutations=3, crossovers=2,
-                          iterations=3)
-    searcher = EvolutionSearcher(engine, _config, max_concurrent=3, log_path=tmp_path / "log.jsonl")
+    engine = RandomSearch(tiny_space(), limit(30), seed=0, budget=20)
+    searcher = EvolutionSearcher(engine, _config, max_concurrent=3, batch=2, log_path=tmp_path / "log.jsonl")
     configs = {f"t{i}": searcher.suggest(f"t{i}") for i in range(3)}
+    assert all(len(c["candidates"]) == 2 for c in configs.values())  # a trial carries a batch
     assert searcher.suggest("t3") is None  # concurrency owned by the searcher
-    searcher.on_trial_complete("t0", {"valid_loss": 4.0})
-    searcher.on_trial_complete("t1", None, error=True)  # errored trial survives
+    searcher.on_trial_complete("t0", _losses(configs["t0"], [4.0, 5.0]))
+    searcher.on_trial_complete("t1", None, error=True)  # errored trial survives: its batch counts as failed
     path = tmp_path / "searcher.json"
     searcher.save(str(path))
     state = json.loads(path.read_text())
-    assert state["version"] == 1 and list(state["live"]) == ["t2"]
+    assert state["version"] == 2 and list(state["live"]) == ["t2"] and len(state["live"]["t2"]) == 2
 
-    fresh = EvolutionSearcher(HatEvolution(tiny_space(), limit(30), seed=123, population=8, parents=3,
-                                           mutations=3, crossovers=2, iterations=3), _config)
+    fresh = EvolutionSearcher(RandomSearch(tiny_space(), limit(30), seed=123, budget=20), _config)
     fresh.restore(str(path))
     assert fresh.get_state() == searcher.get_state()
     assert fresh.engine.rng.bit_generator.state == searcher.engine.rng.bit_generator.state
-    # the in-flight trial completes after the restore
-    fresh.on_trial_complete("t2", {"valid_loss": float("nan")})
-    assert Arch.from_dict(configs["t2"]["arch"]) in fresh.engine.scores
+    # the in-flight trial completes after the restore, one candidate failed
+    fresh.on_trial_complete("t2", _losses(configs["t2"], [float("nan"), 3.0]))
+    t2 = [Arch.from_dict(c["arch"]) for c in configs["t2"]["candidates"]]
+    assert fresh.engine.scores[t2[0]] == math.inf and fresh.engine.scores[t2[1]] == 3.0
     nxt = fresh.suggest("t4")
-    assert nxt is not None and nxt["key"] not in {c["key"] for c in configs.values()}
-    assert len(read_log(tmp_path / "log.jsonl")) == 2
+    seen = {c["key"] for config in configs.values() for c in config["candidates"]}
+    assert nxt is not None and not {c["key"] for c in nxt["candidates"]} & seen
+    assert len(read_log(tmp_path / "log.jsonl")) == 4  # t0's two and t1's two (failed)
+
+
+def test_generational_engine_gets_one_trial_per_generation(tmp_path):
+    engine = HatEvolution(tiny_space(), limit(30), seed=0, population=8, parents=3, mutations=3, crossovers=2,
+                          iterations=3)
+    searcher = EvolutionSearcher(engine, _config, max_concurrent=2, batch=1)  # batch: only for other engines
+    first = searcher.suggest("g0")
+    assert len(first["candidates"]) == 8 and searcher.suggest("x") is None  # the barrier
+    searcher.on_trial_complete("g0", _losses(first, [float(i) for i in range(8)]))
+    second = searcher.suggest("g1")
+    assert len(second["candidates"]) == 5  # 3 mutations + 2 crossovers; the 3 parents are not re-scored
+    # a trial Tune restored (not in `live`): its batch is read from its config
+    fresh = EvolutionSearcher(engine, _config, max_concurrent=2)
+    fresh.on_trial_complete("g1", _losses(second, [1.0] * 5))
+    assert engine.generation == 1 and len(engine.scores) == 13
 
 
 def test_hypervolume():
@@ -78,9 +98,8 @@ def test_run_search_two_scorers(ray_local, tmp_path):
                             engine_kwargs=dict(population=10, parents=4, mutations=4, crossovers=2, iterations=3))
     result = run_search(space, pack_weights(model), pack_batches(random_batches()), limit(30), tmp_path, options)
     assert result["evaluations"] == len(read_log(tmp_path / "evaluations.jsonl")) == 10 + 2 * 6
-    # Tune reused its trial actors: 4 in flight, so 4 for generation 0 plus at most 3 new ones per
-    # later generation (Tune keeps one actor across a generation barrier), not one per candidate
-    assert 4 <= result["trial_actors"] <= 4 + 2 * 3 < result["evaluations"]
+    # one trial per generation, and Tune reuses its actor across the barriers: one trial actor
+    assert result["trial_actors"] == 1
     trials = pd.read_parquet(tmp_path / "trials.parquet")
     assert len(trials) == result["evaluations"] and trials["key"].is_unique
     assert (trials["latency_fake"] <= 30).all()

@@ -48,6 +48,7 @@ class Engine:
     multi_objective = False  # True: latency is an objective too (report its Pareto front, not one best)
     needs_limit = True  # False: meaningful without any latency limit (the CLI then needs no --device)
     default_budget: int | None = None  # evaluations when no budget is given (None: the algorithm's own end)
+    generational = False  # True: ask() hands out a whole generation, then None until all of it is told
 
     def __init__(self, space: SearchSpace, constraints: Constraints | None = None, seed: int = 0,
                  budget: int | None = None, max_attempts: int = 20000) -> None:
@@ -274,6 +275,7 @@ class HatEvolution(Engine):
     feasible sampling, and the last generation scored before the best is chosen."""
 
     name = "hat"
+    generational = True
     options = ("population", "parents", "mutations", "crossovers", "mutation_prob", "iterations")
 
     def __init__(self, space: SearchSpace, constraints: Constraints | None = None, seed: int = 0,

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import json
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -105,10 +107,14 @@ class ScorerPool:
     def __init__(self, weights_ref: list[ray.ObjectRef], batches_ref: list[ray.ObjectRef], size: int,
                  name: str, cpus: float = 1.0, threads: int = 1, use_gpu: bool = False,
                  cache: dict[str, float] | None = None, max_retries: int = 3, hold: bool = False,
-                 hold_timeout_s: float = 30.0) -> None:
+                 hold_timeout_s: float = 30.0, journal: str | None = None) -> None:
         self.weights_ref, self.batches_ref = weights_ref[0], batches_ref[0]
         self.name, self.cpus, self.threads, self.use_gpu = name, cpus, threads, use_gpu
         self.cache = dict(cache or {})
+        # every score appended as it arrives (flushed; fsync'd at most once a second): a killed
+        # driver loses no scored candidate, even in a batch whose trial never reported
+        self.journal = open(journal, "a", encoding="utf-8") if journal else None  # noqa: SIM115 - the pool's lifetime
+        self.synced = time.monotonic()
         self.max_retries = max_retries
         self.spawned = 0
         self.retries = 0
@@ -142,6 +148,22 @@ class ScorerPool:
     async def score(self, arch: dict[str, Any], trial: str | None = None, actor: str | None = None
                     ) -> dict[str, Any]:
         """Score ``arch`` for ``trial`` (its Tune trial id) running in trial actor ``actor``."""
+        self._arrived(trial, actor)
+        result = await self._score(arch)
+        await self._hold()
+        return result
+
+    async def score_many(self, archs: list[dict[str, Any]], trial: str | None = None, actor: str | None = None
+                         ) -> list[dict[str, Any]]:
+        """Score a trial's batch: every Arch queued at once (first come, first served with the
+        other trials' batches), results in the order of ``archs``; a candidate that failed on
+        every retry gets ``{"loss": None, "error": ...}`` instead of failing its whole batch."""
+        self._arrived(trial, actor)
+        results = await asyncio.gather(*[self._score(a) for a in archs], return_exceptions=True)
+        await self._hold()
+        return [r if isinstance(r, dict) else {"loss": None, "seconds": 0.0, "error": repr(r)} for r in results]
+
+    def _arrived(self, trial: str | None, actor: str | None) -> None:
         if actor is not None:
             self.callers.add(actor)
         if trial is not None:
@@ -150,7 +172,9 @@ class ScorerPool:
             else:
                 self.early.add(trial)
             self._update()
-        result = await self._score(arch)
+
+    async def _hold(self) -> None:
+        """The start barrier: hold a result while a suggested trial's actor has not arrived."""
         if self.hold and not self.all_arrived.is_set():
             try:
                 await asyncio.wait_for(self.all_arrived.wait(), timeout=self.hold_timeout_s)
@@ -159,7 +183,6 @@ class ScorerPool:
                             sorted(self.expected), self.hold_timeout_s)
                 self.expected.clear()
                 self._update()
-        return result
 
     def expect(self, trial: str) -> None:
         """The searcher suggested ``trial``: hold results until its actor asks for a score."""
@@ -210,8 +233,18 @@ class ScorerPool:
             self.busy_seconds += float(result["seconds"])
             self.scored += 1
             self.cache[key] = result["loss"]
+            self._journal(key, result["loss"])
             return {**result, "cached": False, "attempts": attempt + 1}
         raise RuntimeError(f"candidate {key} failed on {self.max_retries + 1} scorers")
+
+    def _journal(self, key: str, loss: float) -> None:
+        if self.journal is None:
+            return
+        self.journal.write(json.dumps({"key": key, "loss": loss}) + "\n")
+        self.journal.flush()
+        if time.monotonic() - self.synced > 1.0:
+            os.fsync(self.journal.fileno())
+            self.synced = time.monotonic()
 
     async def ready(self) -> int:
         """Wait until every scorer finished loading; returns the pool size."""
@@ -233,15 +266,30 @@ class ScorerPool:
 
 def start_pool(weights: dict[str, Any], batches: list[dict[str, Any]], size: int, name: str,
                cpus: float = 1.0, threads: int = 1, use_gpu: bool = False,
-               cache: dict[str, float] | None = None, hold: bool = False) -> Any:
+               cache: dict[str, float] | None = None, hold: bool = False, journal: str | Path | None = None) -> Any:
     """Put weights and batches in the object store once and start a named ScorerPool
-    (``hold``: the start barrier for Tune trials, see the module docstring)."""
+    (``hold``: the start barrier for Tune trials, see the module docstring; ``journal``: a file
+    on the driver's node every score is appended to, see :func:`read_journal`)."""
     weights_ref = ray.put(weights)
     batches_ref = ray.put(batches)
     # The dispatcher holds no CPU: pinned to the driver's node, so it never lands on a device-only
     # node (a Pi) and survives losing any other node.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     pool = ScorerPool.options(name=f"{name}-pool", lifetime=None, scheduling_strategy=here).remote(
-        [weights_ref], [batches_ref], size, name, cpus, threads, use_gpu, cache, hold=hold)
+        [weights_ref], [batches_ref], size, name, cpus, threads, use_gpu, cache, hold=hold,
+        journal=None if journal is None else str(journal))
     ray.get(pool.ready.remote())
     return pool
+
+
+def read_journal(path: str | Path) -> dict[str, float]:
+    """{arch key: loss} of a pool's journal (empty when missing); a torn last line is skipped."""
+    scores: dict[str, float] = {}
+    if Path(path).is_file():
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+                scores[entry["key"]] = float(entry["loss"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                log.warning("skipping a torn line in %s", path)
+    return scores

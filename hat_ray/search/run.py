@@ -7,6 +7,8 @@ Outputs in ``out``::
     best_arch.yaml       the best Arch, hat-ray format;  best_arch_hat.yaml: HAT's format
     pareto.png           loss vs predicted latency, Pareto front highlighted
     evaluations.jsonl    durable evaluation log (what --resume replays)
+    scored.jsonl         every score as the pool got it (a --resume answers these without
+                         scoring them again, also those of a batch whose trial never reported)
     search_config.json   what the scores depend on (hashes of weights, batches, predictors; the
                          engine's settings): a --resume that changes any of it is refused
     tune/                Ray Tune experiment (TensorBoard logs per trial);  tb/: best-so-far curve
@@ -41,7 +43,7 @@ from hat_ray.errors import ConfigError, HatRayError
 from hat_ray.latency.profile import DeviceProfile
 from hat_ray.search.constraints import Constraints
 from hat_ray.search.evolution import make_engine
-from hat_ray.search.pool import start_pool
+from hat_ray.search.pool import read_journal, start_pool
 from hat_ray.search.report import top_candidates, write_outputs
 from hat_ray.search.result import SearchFolder, SearchResult, search_fingerprint
 from hat_ray.search.searcher import EvolutionSearcher, log_cache
@@ -80,10 +82,19 @@ class SearchOptions:
 
 
 def _make_config(space: SearchSpace, constraints: Constraints, pool: str, namespace: str | None):
-    def make(arch: Arch) -> dict[str, Any]:
-        return {**arch_summary(arch, space, constraints), "pool": pool, "namespace": namespace}
+    def make(archs: list[Arch]) -> dict[str, Any]:
+        return {"candidates": [arch_summary(a, space, constraints) for a in archs], "pool": pool,
+                "namespace": namespace}
 
     return make
+
+
+def trial_shape(generational: bool, scorers: int) -> tuple[int, int]:
+    """(trials in flight, candidates per trial). A generational engine: one trial per generation
+    (the whole generation queued on the pool at once; at the barrier Tune keeps the one trial
+    actor for the next generation). Others: 2 trials of 4 candidates per scorer, so one trial's
+    candidates keep the scorers busy while Tune ends the other and starts the next."""
+    return (1, 1) if generational else (2, 4 * scorers)
 
 
 class _BestSoFar:
@@ -155,14 +166,17 @@ def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[s
     cache = log_cache(log_path) if resume else {}
     name = f"hat-ray-search-{uuid.uuid4().hex[:6]}"
     namespace = ray.get_runtime_context().namespace
-    # Two trials per scorer keep each scorer's next candidate queued in the pool; the pool's start
-    # barrier keeps Tune reusing their trial actors (see hat_ray.search.pool).
+    # A trial carries a batch of candidates (trial_shape); the pool's start barrier keeps Tune
+    # reusing the trial actors (see hat_ray.search.pool). Scores the pool journaled before an
+    # interruption are answered from its cache on --resume.
+    journal = out / "scored.jsonl"
     pool = start_pool(weights, batches, options.scorers, name, options.cpus, options.threads_per_scorer,
-                      options.use_gpu, hold=True)
+                      options.use_gpu, cache=read_journal(journal) if resume else None, hold=True, journal=journal)
+    in_flight, per_trial = trial_shape(engine.generational, options.scorers)
     started = time.time()
     try:
         searcher = EvolutionSearcher(engine, _make_config(space, constraints, f"{name}-pool", namespace),
-                                     max_concurrent=2 * options.scorers, log_path=log_path,
+                                     max_concurrent=in_flight, batch=per_trial, log_path=log_path,
                                      on_record=_BestSoFar(out / "tb", constraints), cache=cache,
                                      notify=lambda event, trial: getattr(pool, event).remote(trial))
         fit_started = time.time()
@@ -174,7 +188,7 @@ def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[s
         ray.kill(pool)  # its scorers go with it: their CPUs are free for the probes
     info = {**(run_info or {}), "algorithm": options.algorithm, "scorers": options.scorers,
             "wall_seconds": time.time() - started, "tune_seconds": round(fit_seconds, 3),
-            "scorer_retries": stats["retries"], "scored": stats["scored"],
+            "scorer_retries": stats["retries"], "scored": stats["scored"], "pool_cache_hits": stats["cache_hits"],
             "scorer_busy_seconds": round(stats["busy_seconds"], 3),
             "scoring_window_seconds": round(stats["window_seconds"], 3),
             "trial_actors": stats["trial_actors"]}

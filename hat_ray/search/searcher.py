@@ -1,5 +1,13 @@
 """EvolutionSearcher: a thin Ray Tune adapter over a pure search engine (evolution.py).
 
+- One Tune trial scores a batch of candidates: a whole generation for a generational engine
+  (``Engine.generational``), else up to ``batch`` Archs (what the engine hands out at once). The
+  trial queues all of them on the ScorerPool at once and reports their losses in one result
+  (``losses``, in the order of ``config["candidates"]``). Tune's cost is per trial (hundreds of
+  ms on a small machine: trial bookkeeping, loggers, actor hand-over), so a trial per candidate
+  made Tune the bottleneck of a HAT-sized search; and a generational search that ends all its
+  trials at every barrier lost all but one reusable trial actor there (Tune keeps one cached
+  actor when no trial is pending).
 - Owns concurrency (``set_max_concurrency`` returns True); ``suggest`` returns None at a
   generation barrier and ``Searcher.FINISHED`` when the engine is done.
 - Survives None / NaN / errored results (the engine records them as failed, never re-asks).
@@ -27,7 +35,7 @@ from hat_ray.arch import Arch
 from hat_ray.search.evolution import Engine
 
 log = logging.getLogger(__name__)
-SEARCHER_VERSION = 1
+SEARCHER_VERSION = 2  # 2: a trial carries a batch of Archs
 
 
 class EvolutionSearcher(Searcher):
@@ -35,13 +43,14 @@ class EvolutionSearcher(Searcher):
                  max_concurrent: int = 2, log_path: str | Path | None = None,
                  on_record: Callable[[Arch, float, int], None] | None = None,
                  cache: dict[Arch, float | None] | None = None,
-                 notify: Callable[[str, str], None] | None = None,
+                 notify: Callable[[str, str], None] | None = None, batch: int = 1,
                  metric: str = "valid_loss", mode: str = "min") -> None:
         super().__init__(metric=metric, mode=mode)
         self.engine = engine
-        self.make_config = make_config
+        self.make_config = make_config  # [Arch, ...] -> a trial's config (score_trial's input)
         self.max_concurrent = max_concurrent
-        self.live: dict[str, Arch] = {}
+        self.batch = max(1, int(batch))
+        self.live: dict[str, list[Arch]] = {}
         self.log_path = Path(log_path) if log_path else None
         self.on_record = on_record
         self.cache = dict(cache or {})
@@ -62,18 +71,30 @@ class EvolutionSearcher(Searcher):
             return None
         if self.engine.finished:
             return Searcher.FINISHED
-        arch = self._ask()
-        if arch is None and not self.live and self.engine.pending:
+        archs = self._ask_batch()
+        if not archs and not self.live and self.engine.pending:
             # In flight according to a restored state, but no trial carries them: re-queue
             # (otherwise Tune would poll a searcher that waits forever).
             self.engine.requeue_pending()
-            arch = self._ask()
-        if arch is None:
+            archs = self._ask_batch()
+        if not archs:
             return Searcher.FINISHED if self.engine.finished else None
-        self.live[trial_id] = arch
+        self.live[trial_id] = archs
         if self.notify is not None:
             self.notify("expect", trial_id)
-        return self.make_config(arch)
+        return self.make_config(archs)
+
+    def _ask_batch(self) -> list[Arch]:
+        """The Archs of one trial: all the engine hands out now (a generation) for a generational
+        engine, else up to ``batch``."""
+        limit = None if self.engine.generational else self.batch
+        archs: list[Arch] = []
+        while limit is None or len(archs) < limit:
+            arch = self._ask()
+            if arch is None:
+                break
+            archs.append(arch)
+        return archs
 
     def _ask(self) -> Arch | None:
         """Next Arch to evaluate; Archs with a known result (resume cache) are answered here."""
@@ -84,19 +105,20 @@ class EvolutionSearcher(Searcher):
         return arch
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        arch = self.live.pop(trial_id, None)
+        archs = self.live.pop(trial_id, None)
         if self.notify is not None:
             self.notify("forget", trial_id)
-        if arch is None and result and isinstance(result.get("config"), dict) and "arch" in result["config"]:
-            arch = Arch.from_dict(result["config"]["arch"])  # a trial restored by Tune
-        if arch is None:
+        config = result.get("config") if result else None
+        if archs is None and isinstance(config, dict) and "candidates" in config:
+            archs = [Arch.from_dict(c["arch"]) for c in config["candidates"]]  # a trial restored by Tune
+        if archs is None:
             log.warning("result for unknown trial %s ignored", trial_id)
             return
-        loss = None
-        if not error and result is not None:
-            value = result.get(self.metric)
-            loss = float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-        self.record(arch, loss)
+        losses = result.get("losses") if not error and result is not None else None
+        if not isinstance(losses, list) or len(losses) != len(archs):
+            losses = [None] * len(archs)  # an errored trial: its candidates count as failed
+        for arch, value in zip(archs, losses):
+            self.record(arch, float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None)
 
     def record(self, arch: Arch, loss: float | None, log_it: bool = True) -> None:
         """Tell the engine and append to the evaluation log (first result per Arch only)."""
@@ -117,15 +139,16 @@ class EvolutionSearcher(Searcher):
     # ---- state ----
     def get_state(self) -> dict[str, Any]:
         return {"version": SEARCHER_VERSION, "engine": self.engine.state_dict(),
-                "live": {tid: a.to_dict() for tid, a in self.live.items()},
-                "max_concurrent": self.max_concurrent}
+                "live": {tid: [a.to_dict() for a in archs] for tid, archs in self.live.items()},
+                "max_concurrent": self.max_concurrent, "batch": self.batch}
 
     def set_state(self, state: dict[str, Any]) -> None:
         if state.get("version") != SEARCHER_VERSION:
             raise ValueError(f"searcher state version {state.get('version')} != {SEARCHER_VERSION}")
         self.engine.load_state_dict(state["engine"])
-        self.live = {tid: Arch.from_dict(a) for tid, a in state["live"].items()}
+        self.live = {tid: [Arch.from_dict(a) for a in archs] for tid, archs in state["live"].items()}
         self.max_concurrent = state["max_concurrent"]
+        self.batch = state["batch"]
 
     def save(self, checkpoint_path: str) -> None:
         # Tune already writes to a temporary path and renames it (and syncs the folder while

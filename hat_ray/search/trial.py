@@ -1,11 +1,13 @@
-"""The Tune trainable: one trial = one candidate, scored by the shared ScorerPool.
+"""The Tune trainable: one trial = a batch of candidates (a generation), scored by the shared
+ScorerPool.
 
-Kept free of torch imports: trial actors only route a candidate to the pool (the scorers hold
+Kept free of torch imports: trial actors only route candidates to the pool (the scorers hold
 the model), so a reused trial actor stays small.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import ray
@@ -13,17 +15,26 @@ from ray import tune
 
 
 def score_trial(config: dict[str, Any]) -> None:
-    """Report ``valid_loss`` (bits), predicted latency per device, params and FLOPs."""
+    """Queue every candidate of ``config["candidates"]`` on the pool at once and report, in one
+    result: ``losses`` (bits, in the candidates' order; NaN for a candidate that failed),
+    ``valid_loss`` (the batch's best), and counts and seconds of the batch."""
     pool = ray.get_actor(config["pool"], namespace=config.get("namespace"))
-    result = ray.get(pool.score.remote(config["arch"], trial=tune.get_context().get_trial_id(),
-                                       actor=ray.get_runtime_context().get_actor_id()))
-    metrics = {
-        "valid_loss": float(result["loss"]),
-        "score_seconds": float(result["seconds"]),
-        "cached": bool(result.get("cached", False)),
-        "arch_key": config["key"],
-        "params": int(config["params"]),
-        "flops": int(config["flops"]),
+    candidates = config["candidates"]
+    results = ray.get(pool.score_many.remote([c["arch"] for c in candidates],
+                                             trial=tune.get_context().get_trial_id(),
+                                             actor=ray.get_runtime_context().get_actor_id()))
+    losses = [math.nan if r.get("loss") is None else float(r["loss"]) for r in results]
+    finite = [(loss, c) for loss, c in zip(losses, candidates) if math.isfinite(loss)]
+    best_loss, best = min(finite, key=lambda t: t[0]) if finite else (math.nan, None)
+    metrics: dict[str, Any] = {
+        "valid_loss": best_loss,
+        "losses": losses,
+        "candidates": len(candidates),
+        "failed": len(candidates) - len(finite),
+        "cached": sum(bool(r.get("cached")) for r in results),
+        "score_seconds": float(sum(r.get("seconds", 0.0) for r in results)),
     }
-    metrics.update({f"latency_{dev}": float(ms) for dev, ms in config["predicted_ms"].items()})
+    if best is not None:  # the batch's best candidate, as one trial per candidate reported it
+        metrics.update({"arch_key": best["key"], "params": int(best["params"]), "flops": int(best["flops"])})
+        metrics.update({f"latency_{dev}": float(ms) for dev, ms in best["predicted_ms"].items()})
     tune.report(metrics)
