@@ -12,8 +12,9 @@ and the memory a second scorer adds on a WMT14-sized SuperTransformer.
 2. ``algorithms``: trial actors started by a search of every other algorithm (random, steady,
    pareto; ``--others-budget`` evaluations each, 2 scorers).
 3. ``memory``: HAT's WMT14 En-De space (``wmt14_en_de``) with a 32,768-word joined vocabulary,
-   random init, in pools of 1 and 2 scorers: each scorer's private memory (USS) after scoring
-   the same candidates, and the weights' placement (shared object-store mapping vs private).
+   random init: each scorer's private memory (USS) after scoring the same candidates in pools
+   of 1 scorer, 2 scorers (a second process) and 1 scorer with 2 slots (``--scorer-slots 2``: a
+   second thread in the same process), and the weights' placement (object store vs private).
 
 Targets: 2 vs 1 scorer >= 1.8x; Tune/driver share < 5%; trial actors <= scorers + 2 for every
 algorithm; driver growth < 50 MB per 1,000 evaluations; a 2nd WMT scorer adds < 0.2x the weights.
@@ -153,7 +154,9 @@ def algorithms(args: argparse.Namespace, inputs: tuple[Any, ...]) -> dict[str, A
 
 
 def wmt_memory(args: argparse.Namespace) -> dict[str, Any]:
-    """USS of each scorer in pools of 1 and 2 on HAT's WMT14 En-De SuperTransformer."""
+    """Private memory (USS) of the scorers on HAT's WMT14 En-De SuperTransformer, after each
+    scored the same candidates: pools of 1 scorer, 2 scorers (a second process) and 1 scorer
+    with 2 slots (a second thread in the same process, ``--scorer-slots 2``)."""
     import ray
     import torch
 
@@ -170,23 +173,27 @@ def wmt_memory(args: argparse.Namespace) -> dict[str, Any]:
     del model
     batches = pack_batches(random_batches(args.wmt_sentences, args.wmt_vocab, seed=1))
     rng = np.random.default_rng(2)
-    archs = [space.sample(rng).to_dict() for _ in range(4)]
+    archs = [space.sample(rng).to_dict() for _ in range(6)]
     out: dict[str, Any] = {"space": space.name, "vocab": args.wmt_vocab, "weights_mib": round(weights_mib, 1),
                            "sentences": args.wmt_sentences}
-    for k in (1, 2):
-        pool = start_pool(weights, batches, k, f"scale-wmt{k}-{os.getpid()}")
+    for label, size, slots in (("1x1", 1, 1), ("2x1", 2, 1), ("1x2", 1, 2)):
+        pool = start_pool(weights, batches, size, f"scale-wmt{label}-{os.getpid()}", slots=slots)
         try:
-            ray.get([pool.score.remote(a) for a in archs])
+            ray.get(pool.score_many.remote(archs))
             stats = ray.get(pool.stats.remote())
         finally:
             ray.kill(pool)
-        out[f"scorers_{k}"] = [_mem(s) for s in stats["scorers"]]
-        time.sleep(2.0)  # let the killed scorers exit before the next pool maps the weights
-    second = out["scorers_2"]
-    uss = max(m["uss_mib"] for m in second)
-    out["second_scorer_adds_mib"] = uss
-    out["second_scorer_adds_x_weights"] = round(uss / weights_mib, 3)
-    out["weights_private_mib_per_scorer"] = [m.get("weights_private_mib") for m in second]
+        out[f"scorers_{label}"] = [_mem(s) for s in stats["scorers"]]
+        time.sleep(3.0)  # let the killed scorers exit before the next pool maps the weights
+    one = out["scorers_1x1"][0]["uss_mib"]
+    process = max(m["uss_mib"] for m in out["scorers_2x1"])
+    slot = out["scorers_1x2"][0]["uss_mib"] - one
+    out["second_scorer_process_adds_mib"] = process
+    out["second_scorer_process_adds_x_weights"] = round(process / weights_mib, 3)
+    out["second_slot_adds_mib"] = round(slot, 1)
+    out["second_slot_adds_x_weights"] = round(slot / weights_mib, 3)
+    out["weights_private_mib"] = [m.get("weights_private_mib") for k in ("scorers_2x1", "scorers_1x2")
+                                  for m in out[k]]
     return out
 
 
@@ -202,8 +209,10 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"\n2 vs 1 scorer, end to end: {result['throughput']['speedup_2_vs_1']:.2f}x")
     if "memory" in result:
         m = result["memory"]
-        lines.append(f"WMT14 En-De supernet ({m['weights_mib']} MiB): a second scorer adds {m['second_scorer_adds_mib']} "
-                     f"MiB USS = {m['second_scorer_adds_x_weights']}x the weights")
+        lines.append(f"WMT14 En-De supernet ({m['weights_mib']} MiB): a second scorer process adds "
+                     f"{m['second_scorer_process_adds_mib']} MiB USS = {m['second_scorer_process_adds_x_weights']}x "
+                     f"the weights; a second slot (--scorer-slots 2) adds {m['second_slot_adds_mib']} MiB = "
+                     f"{m['second_slot_adds_x_weights']}x")
     return "\n".join(lines)
 
 

@@ -370,6 +370,7 @@ def test_train_stage_trains_each_model_on_ray_train_workers_of_the_cluster(tmp_p
     ("search", "budget", 0, "search.budget must be >= 1"),
     ("search", "margin", -1.0, "search.margin must be >= 0"),
     ("search", "scorers", 0, "search.scorers must be >= 1"),
+    ("search", "scorer_slots", 0, "search.scorer_slots must be >= 1"),
     ("train", "lr", -1.0, "train.lr must be > 0"),
     ("train", "dropout", 1.5, "train.dropout must be in [0, 1)"),
     ("supernet", "schedule", "cosin", "supernet.schedule must be one of"),

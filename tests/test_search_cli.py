@@ -103,6 +103,7 @@ def test_killed_driver_resumes_without_lost_or_duplicated_evaluations(inputs, fu
     (["--device", "other:30"], "no latency predictor for device(s) other"),
     (["--predictor", "nocolon"], "expected DEVICE:PATH"),
     (["--scorers", "0"], "--scorers must be at least 1"),
+    (["--scorer-slots", "0"], "--scorer-slots must be at least 1"),
     (["--threads", "0"], "--threads must be at least 1"),
     (["--address", "127.0.0.1:9"], "cannot reach a Ray cluster"),
 ])

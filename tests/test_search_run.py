@@ -111,6 +111,10 @@ def test_run_search_two_scorers(ray_local, tmp_path):
     # every score equals a direct evaluation on the same weights
     direct = validation_loss(model, arch, random_batches())
     assert math.isclose(best["valid_loss"], direct, abs_tol=1e-5)
+    # and each candidate's own (a batch is dispatched in another order than it was suggested)
+    for entry in read_log(tmp_path / "evaluations.jsonl")[::5]:
+        assert math.isclose(entry["valid_loss"], validation_loss(model, Arch.from_dict(entry["arch"]),
+                                                                 random_batches()), abs_tol=1e-5)
     assert list((tmp_path / "tune").iterdir())
     assert list((tmp_path / "tb").iterdir())
 
@@ -122,6 +126,40 @@ def test_scorer_threads_reserve_cpus(ray_local):
 
     assert SearchOptions(threads_per_scorer=3).cpus == 3 and SearchOptions(threads_per_scorer=3, scorer_cpus=1).cpus == 1
     _check_capacity(SearchOptions(scorers=2, threads_per_scorer=2))  # 4 CPUs: fits the 4-CPU instance
-    with pytest.raises(HatRayError, match=r"2 scorers need 6 CPUs \(3 each: one per --threads\) but the cluster "
-                                          r"has 4: use --scorers 1, fewer --threads"):
+    with pytest.raises(HatRayError, match=r"2 scorers need 6 CPUs \(3 each: one per --threads and slot\) but the "
+                                          r"cluster has 4: use --scorers 1, fewer --threads or --scorer-slots"):
         _check_capacity(SearchOptions(scorers=2, threads_per_scorer=3))
+    with pytest.raises(HatRayError, match=r"2 scorers need 6 CPUs \(3 each"):  # slots reserve a CPU each
+        _check_capacity(SearchOptions(scorers=2, scorer_slots=3))
+    with pytest.raises(HatRayError, match=r"--scorer-slots above 1 is for CPU scorers"):
+        _check_capacity(SearchOptions(scorers=1, scorer_slots=2, use_gpu=True))
+
+
+def test_scorer_slots_score_in_one_process_without_mixing_archs(ray_local):
+    """--scorer-slots 2: one scorer process scores two candidates at once, each slot on its own
+    model object over the same shared weights, so concurrent Archs never mix."""
+    import ray
+
+    from hat_ray.search.pool import start_pool
+
+    space, model = tiny_space(), tiny_super()
+    batches = random_batches()
+    rng = np.random.default_rng(5)
+    archs = list(dict.fromkeys(space.sample(rng) for _ in range(8)))
+    pool = start_pool(pack_weights(model), pack_batches(batches), 1, "slots-test", slots=2)
+    try:
+        results = ray.get(pool.score_many.remote([a.to_dict() for a in archs]))
+        stats = ray.get(pool.stats.remote())
+    finally:
+        ray.kill(pool)
+    assert len({r["pid"] for r in results}) == 1 and stats["size"] == 1 and stats["slots"] == 2
+    for arch, r in zip(archs, results):
+        assert math.isclose(r["loss"], validation_loss(model, arch, batches), abs_tol=1e-5)
+    [info] = stats["scorers"]
+    assert info["weights_private_bytes"] == 0 and info["weights_shared_bytes"] > 0
+
+
+def test_a_batch_is_dispatched_most_flops_first():
+    from hat_ray.search.trial import dispatch_order
+
+    assert dispatch_order([{"flops": 5}, {"flops": 9}, {"flops": 1}, {"flops": 7}]) == [1, 3, 0, 2]

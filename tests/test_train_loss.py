@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from hat_ray.data.batching import Batch
 from hat_ray.space import SearchSpace
 from hat_ray.tokens import PAD
-from hat_ray.train.loss import label_smoothed_nll_loss, validation_loss
+from hat_ray.train.loss import label_smoothed_nll_loss, row_loss_sums, validation_loss
 from hat_ray.train.schedule import Schedule
 from hat_ray.train.trainer import archs_for_update
 
@@ -52,6 +52,24 @@ def test_validation_loss_is_bits_per_token_and_restores_mode():
     model = _Const(16).train()
     assert validation_loss(model, None, [batch, batch]) == pytest.approx(4.0)
     assert model.training
+
+
+def test_row_loss_sums_add_up_to_the_validation_loss():
+    """Per-sentence parts (multi-fidelity slices) add up to the batch loss; padding counts nothing."""
+    torch.manual_seed(0)
+    target = torch.tensor([[5, 6, 2], [7, 2, PAD], [9, 3, 2]])
+    table = torch.randn(16, 16)
+
+    class Fixed(torch.nn.Module):
+        def forward(self, src, prev, arch):
+            return table[prev]  # logits (B, T, 16) that depend on the tokens
+
+    batches = [Batch(target[:2], target[:2], target[:2], 5, np.array([10, 11])),
+               Batch(target[2:], target[2:], target[2:], 3, np.array([12]))]
+    rows = row_loss_sums(Fixed(), None, batches)
+    assert sorted(rows) == [10, 11, 12] and [rows[i][1] for i in (10, 11, 12)] == [3, 2, 3]
+    total = sum(loss for loss, _ in rows.values()) / 8 / math.log(2)
+    assert total == pytest.approx(validation_loss(Fixed(), None, batches), rel=1e-6)
 
 
 def test_schedules():

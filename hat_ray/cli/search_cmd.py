@@ -31,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scorers", type=int, default=2, help="scorer actors (default 2)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per scorer; each scorer reserves as many CPUs (default 1)")
+    p.add_argument("--scorer-slots", type=int, default=1, metavar="S",
+                   help="candidates each scorer process scores at once, one thread each, sharing its weights "
+                        "and process: S slots cost activations, not S processes (~300 MiB each); reserves "
+                        "S x --threads CPUs per scorer (default 1)")
     p.add_argument("--gpu", action="store_true", help="score on GPUs (one per scorer)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue an interrupted search in --out")
@@ -101,6 +105,8 @@ def _check(args: argparse.Namespace) -> None:
         raise HatRayError(f"--scorers must be at least 1, got {args.scorers}")
     if args.threads < 1:
         raise HatRayError(f"--threads must be at least 1, got {args.threads}")
+    if args.scorer_slots < 1:
+        raise HatRayError(f"--scorer-slots must be at least 1, got {args.scorer_slots}")
     if args.budget is not None and args.budget < 1:
         raise HatRayError(f"--budget must be positive, got {args.budget}")
     if args.measure_top < 0:
@@ -138,7 +144,7 @@ def _run(args: argparse.Namespace) -> int:
     batches = validation_batches(ckpt, args.data, args.data_dir, space.super.max_positions, args.max_tokens,
                                  args.valid_sentences, source=args.supernet)
     options = SearchOptions(algorithm=args.algorithm, budget=args.budget, scorers=args.scorers, seed=args.seed,
-                            threads_per_scorer=args.threads, use_gpu=args.gpu, engine_kwargs=engine_options(args).kwargs(args.algorithm),
+                            threads_per_scorer=args.threads, scorer_slots=args.scorer_slots, use_gpu=args.gpu, engine_kwargs=engine_options(args).kwargs(args.algorithm),
                             measure_top=args.measure_top)
     info = {"supernet": str(args.supernet), "devices": [[d, lim if math.isfinite(lim) else None] for d, lim in limits],
             "limits": [[d, f"{v:g}ref" if unit == "ref" else (v if math.isfinite(v) else None)] for d, v, unit in devices],

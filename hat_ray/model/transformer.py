@@ -177,8 +177,9 @@ class Transformer(nn.Module):
 
     # ---- decoder ----
     def decode(self, prev_tokens: Tensor, enc: EncoderOut, arch: Arch | None = None,
-               state: DecoderState | None = None) -> Tensor:
-        """Teacher-forced (``state=None``): prev_tokens (B, T) -> logits (B, T, V).
+               state: DecoderState | None = None, project: bool = True) -> Tensor:
+        """Teacher-forced (``state=None``): prev_tokens (B, T) -> logits (B, T, V) (``project``
+        False: the decoder's output features (B, T, dim), before :meth:`project_out`).
         Incremental (``state`` a dict, initially empty): prev_tokens is the whole prefix
         (B, t); only its last token is run, caches in ``state`` are extended, and the result
         is (B, 1, V)."""
@@ -209,7 +210,7 @@ class Transformer(nn.Module):
                 x, self_mask, memory, memory_mask, dim, enc_dim, arch.decoder_ffn_embed_dim[i],
                 arch.decoder_self_attention_heads[i], arch.decoder_ende_attention_heads[i], p, cache,
             )
-        return self.project_out(x, dim)
+        return self.project_out(x, dim) if project else x
 
     def project_out(self, x: Tensor, dim: int) -> Tensor:
         """The output projection (B, T, dim) -> (B, T, V): the tied embedding's first ``dim``

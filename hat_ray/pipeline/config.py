@@ -97,6 +97,7 @@ class SearchSection(EngineOptions):
     max_tokens: int = 4096
     gpu: bool = False  # each scorer asks Ray for one GPU and scores on it
     cpus_per_scorer: int = 1  # CPUs each scorer asks Ray for (and its torch threads)
+    scorer_slots: int = 1  # candidates each scorer process scores at once (threads sharing its weights)
 
     def engine(self) -> EngineOptions:
         """The engine settings of this section, as the engines take them."""
@@ -194,6 +195,7 @@ class Experiment:
                                       ("train.threads", self.train.threads, 1, " (or null: torch's default)"),
                                       ("search.scorers", self.search.scorers, 1, ""),
                                       ("search.cpus_per_scorer", self.search.cpus_per_scorer, 1, ""),
+                                      ("search.scorer_slots", self.search.scorer_slots, 1, ""),
                                       ("search.max_tokens", self.search.max_tokens, 1, ""),
                                       ("search.seed", self.search.seed, 0, ""),
                                       ("latency.archs", self.latency.archs, 1, ""),

@@ -41,26 +41,39 @@ _LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
 
 @ray.remote
 class ScorerActor:
-    """One scorer: a read-only view of the shared weights plus the validation batches."""
+    """One scorer process: read-only views of the shared weights plus the validation batches.
+    With ``slots`` S > 1 it scores S candidates at once, one thread each (started with
+    ``max_concurrency=S``): each slot has its own model object over the same weight arrays (an
+    Arch is selected on the model object, so slots never share one), so a slot adds activations
+    but no second process (a Ray worker with torch is ~300 MiB of private memory)."""
 
     def __init__(self, weights: dict[str, Any], batches: list[dict[str, Any]], threads: int = 1,
-                 use_gpu: bool = False) -> None:
+                 use_gpu: bool = False, slots: int = 1) -> None:
+        import queue
+
         import torch
 
         from hat_ray.search.scorer import Scorer, unpack_batches, unpack_weights
 
         torch.set_num_threads(threads)
         self._weights = weights  # keeps the object-store mapping alive
-        model = unpack_weights(weights)
-        if use_gpu and torch.cuda.is_available():
-            model = model.cuda()  # a GPU scorer holds its own device copy
         batch_list = unpack_batches(batches)
         if use_gpu and torch.cuda.is_available():
             batch_list = [b.to("cuda") for b in batch_list]
-        self.scorer = Scorer(model, batch_list)
+        self.slots: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(slots):
+            model = unpack_weights(weights)
+            if use_gpu and torch.cuda.is_available():
+                model = model.cuda()  # a GPU scorer holds its own device copy (one slot: see SearchOptions)
+            self.scorer = Scorer(model, batch_list)
+            self.slots.put(self.scorer)
 
     def score(self, arch: dict[str, Any]) -> dict[str, Any]:
-        result = self.scorer.score(Arch.from_dict(arch))
+        scorer = self.slots.get()
+        try:
+            result = scorer.score(Arch.from_dict(arch))
+        finally:
+            self.slots.put(scorer)
         return {"loss": result.loss, "seconds": result.seconds, "pid": os.getpid(),
                 "node": ray.get_runtime_context().get_node_id()}
 
@@ -102,14 +115,15 @@ def weight_placement(model: Any) -> dict[str, int | None]:
 
 @ray.remote(num_cpus=0)
 class ScorerPool:
-    """Dispatcher over K ScorerActors. ``score(arch_dict)`` -> {"loss", "seconds", ...}."""
+    """Dispatcher over K ScorerActors (x their slots). ``score(arch_dict)`` -> {"loss", "seconds", ...}."""
 
     def __init__(self, weights_ref: list[ray.ObjectRef], batches_ref: list[ray.ObjectRef], size: int,
                  name: str, cpus: float = 1.0, threads: int = 1, use_gpu: bool = False,
                  cache: dict[str, float] | None = None, max_retries: int = 3, hold: bool = False,
-                 hold_timeout_s: float = 30.0, journal: str | None = None) -> None:
+                 hold_timeout_s: float = 30.0, journal: str | None = None, slots: int = 1) -> None:
         self.weights_ref, self.batches_ref = weights_ref[0], batches_ref[0]
         self.name, self.cpus, self.threads, self.use_gpu = name, cpus, threads, use_gpu
+        self.slots = slots  # candidates each scorer process scores at once (ScorerActor)
         self.cache = dict(cache or {})
         # every score appended as it arrives (flushed; fsync'd at most once a second): a killed
         # driver loses no scored candidate, even in a batch whose trial never reported
@@ -133,17 +147,23 @@ class ScorerPool:
         self.free: asyncio.Queue = asyncio.Queue()
         self.actors = [self._spawn() for _ in range(size)]
         for actor in self.actors:
+            self._free(actor)
+
+    def _free(self, actor: Any) -> None:
+        """A new scorer's slots become free (the queue holds one entry per free slot)."""
+        for _ in range(self.slots):
             self.free.put_nowait(actor)
 
     def _spawn(self) -> Any:
         self.spawned += 1
         # SPREAD: scorers go to different nodes while they have CPUs (one weights copy per node);
         # a replacement for a lost node's scorer lands wherever CPUs are left.
-        opts: dict[str, Any] = {"num_cpus": self.cpus, "name": f"{self.name}-scorer-{self.spawned}",
-                                "max_restarts": 0, "scheduling_strategy": "SPREAD"}
+        opts: dict[str, Any] = {"num_cpus": self.cpus * self.slots, "name": f"{self.name}-scorer-{self.spawned}",
+                                "max_restarts": 0, "scheduling_strategy": "SPREAD", "max_concurrency": self.slots}
         if self.use_gpu:
             opts["num_gpus"] = 1
-        return ScorerActor.options(**opts).remote(self.weights_ref, self.batches_ref, self.threads, self.use_gpu)
+        return ScorerActor.options(**opts).remote(self.weights_ref, self.batches_ref, self.threads, self.use_gpu,
+                                                  self.slots)
 
     async def score(self, arch: dict[str, Any], trial: str | None = None, actor: str | None = None
                     ) -> dict[str, Any]:
@@ -211,6 +231,8 @@ class ScorerPool:
             return {"loss": self.cache[key], "seconds": 0.0, "cached": True}
         for attempt in range(self.max_retries + 1):
             actor = await self.free.get()
+            while actor not in self.actors:  # a free slot of a scorer that died meanwhile
+                actor = await self.free.get()
             start = time.perf_counter()
             if self.first_call is None:
                 self.first_call = time.time()
@@ -219,10 +241,11 @@ class ScorerPool:
             except _LOST as exc:
                 self.retries += 1
                 log.warning("scorer died (%s); retrying %s on another scorer", type(exc).__name__, key)
-                self.actors.remove(actor)
-                replacement = self._spawn()
-                self.actors.append(replacement)
-                self.free.put_nowait(replacement)
+                if actor in self.actors:  # its other slots' candidates fail too: one replacement
+                    self.actors.remove(actor)
+                    replacement = self._spawn()
+                    self.actors.append(replacement)
+                    self._free(replacement)
                 continue
             except Exception:
                 self.free.put_nowait(actor)
@@ -253,7 +276,7 @@ class ScorerPool:
 
     async def stats(self) -> dict[str, Any]:
         infos = await asyncio.gather(*[a.info.remote() for a in self.actors], return_exceptions=True)
-        return {"size": len(self.actors), "spawned": self.spawned, "retries": self.retries,
+        return {"size": len(self.actors), "slots": self.slots, "spawned": self.spawned, "retries": self.retries,
                 "scored": self.scored, "cache_hits": self.cache_hits,
                 "busy_seconds": self.busy_seconds, "call_seconds": self.call_seconds,
                 "window_seconds": (self.last_done - self.first_call) if self.last_done and self.first_call else 0.0,
@@ -266,7 +289,8 @@ class ScorerPool:
 
 def start_pool(weights: dict[str, Any], batches: list[dict[str, Any]], size: int, name: str,
                cpus: float = 1.0, threads: int = 1, use_gpu: bool = False,
-               cache: dict[str, float] | None = None, hold: bool = False, journal: str | Path | None = None) -> Any:
+               cache: dict[str, float] | None = None, hold: bool = False, journal: str | Path | None = None,
+               slots: int = 1) -> Any:
     """Put weights and batches in the object store once and start a named ScorerPool
     (``hold``: the start barrier for Tune trials, see the module docstring; ``journal``: a file
     on the driver's node every score is appended to, see :func:`read_journal`)."""
@@ -277,7 +301,7 @@ def start_pool(weights: dict[str, Any], batches: list[dict[str, Any]], size: int
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     pool = ScorerPool.options(name=f"{name}-pool", lifetime=None, scheduling_strategy=here).remote(
         [weights_ref], [batches_ref], size, name, cpus, threads, use_gpu, cache, hold=hold,
-        journal=None if journal is None else str(journal))
+        journal=None if journal is None else str(journal), slots=slots)
     ray.get(pool.ready.remote())
     return pool
 

@@ -63,6 +63,7 @@ class SearchOptions:
     seed: int = 0
     threads_per_scorer: int = 1
     scorer_cpus: float | None = None  # CPUs reserved per scorer (default: one per thread)
+    scorer_slots: int = 1  # candidates each scorer process scores at once (threads sharing its weights)
     use_gpu: bool = False
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     measure_top: int = 0  # re-measure the final top-K on the constrained devices (0: off)
@@ -78,7 +79,7 @@ class SearchOptions:
         return search_fingerprint(weights, batches, constraints, self.algorithm, self.seed, self.budget,
                                   self.engine_kwargs, run_info,
                                   {"scorers": self.scorers, "threads_per_scorer": self.threads_per_scorer,
-                                   "scorer_cpus": self.cpus, "use_gpu": self.use_gpu})
+                                   "scorer_cpus": self.cpus, "use_gpu": self.use_gpu, "scorer_slots": self.scorer_slots})
 
 
 def _make_config(space: SearchSpace, constraints: Constraints, pool: str, namespace: str | None):
@@ -89,12 +90,13 @@ def _make_config(space: SearchSpace, constraints: Constraints, pool: str, namesp
     return make
 
 
-def trial_shape(generational: bool, scorers: int) -> tuple[int, int]:
-    """(trials in flight, candidates per trial). A generational engine: one trial per generation
-    (the whole generation queued on the pool at once; at the barrier Tune keeps the one trial
-    actor for the next generation). Others: 2 trials of 4 candidates per scorer, so one trial's
-    candidates keep the scorers busy while Tune ends the other and starts the next."""
-    return (1, 1) if generational else (2, 4 * scorers)
+def trial_shape(generational: bool, slots: int) -> tuple[int, int]:
+    """(trials in flight, candidates per trial) for ``slots`` candidates scored at once (scorers x
+    their slots). A generational engine: one trial per generation (the whole generation queued
+    on the pool at once; at the barrier Tune keeps the one trial actor for the next generation).
+    Others: 2 trials of 4 candidates per slot, so one trial's candidates keep the scorers busy
+    while Tune ends the other and starts the next."""
+    return (1, 1) if generational else (2, 4 * slots)
 
 
 class _BestSoFar:
@@ -171,8 +173,9 @@ def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[s
     # interruption are answered from its cache on --resume.
     journal = out / "scored.jsonl"
     pool = start_pool(weights, batches, options.scorers, name, options.cpus, options.threads_per_scorer,
-                      options.use_gpu, cache=read_journal(journal) if resume else None, hold=True, journal=journal)
-    in_flight, per_trial = trial_shape(engine.generational, options.scorers)
+                      options.use_gpu, cache=read_journal(journal) if resume else None, hold=True, journal=journal,
+                      slots=options.scorer_slots)
+    in_flight, per_trial = trial_shape(engine.generational, options.scorers * options.scorer_slots)
     started = time.time()
     try:
         searcher = EvolutionSearcher(engine, _make_config(space, constraints, f"{name}-pool", namespace),
@@ -187,6 +190,7 @@ def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[s
     finally:
         ray.kill(pool)  # its scorers go with it: their CPUs are free for the probes
     info = {**(run_info or {}), "algorithm": options.algorithm, "scorers": options.scorers,
+            "scorer_slots": options.scorer_slots,
             "wall_seconds": time.time() - started, "tune_seconds": round(fit_seconds, 3),
             "scorer_retries": stats["retries"], "scored": stats["scored"], "pool_cache_hits": stats["cache_hits"],
             "scorer_busy_seconds": round(stats["busy_seconds"], 3),
@@ -287,12 +291,19 @@ def _next_attempt(out: Path) -> int:
 
 def _check_capacity(options: SearchOptions) -> None:
     """Fail fast instead of leaving scorer actors pending forever."""
+    if options.scorer_slots < 1:
+        raise HatRayError(f"--scorer-slots must be at least 1, got {options.scorer_slots}")
+    if options.use_gpu and options.scorer_slots > 1:
+        raise HatRayError("--scorer-slots above 1 is for CPU scorers (a GPU slot would copy the weights to the "
+                          "device again): drop --gpu or --scorer-slots")
     total = ray.cluster_resources()
-    need, have = options.scorers * options.cpus, total.get("CPU", 0.0)
+    per_scorer = options.cpus * options.scorer_slots
+    need, have = options.scorers * per_scorer, total.get("CPU", 0.0)
     if need > have:
-        per = f" ({options.cpus:g} each: one per --threads)" if options.cpus != 1 else ""
+        per = f" ({per_scorer:g} each: one per --threads and slot)" if per_scorer != 1 else ""
         raise HatRayError(f"{options.scorers} scorers need {need:g} CPUs{per} but the cluster has {have:g}: "
-                          f"use --scorers {max(1, int(have // options.cpus))}, fewer --threads, or add nodes")
+                          f"use --scorers {max(1, int(have // per_scorer))}, fewer --threads or --scorer-slots, "
+                          f"or add nodes")
     if options.use_gpu and options.scorers > total.get("GPU", 0.0):
         raise HatRayError(f"{options.scorers} GPU scorers need {options.scorers} GPUs but the cluster has "
                           f"{total.get('GPU', 0):g}: drop --gpu or use fewer --scorers")

@@ -20,9 +20,13 @@ def score_trial(config: dict[str, Any]) -> None:
     ``valid_loss`` (the batch's best), and counts and seconds of the batch."""
     pool = ray.get_actor(config["pool"], namespace=config.get("namespace"))
     candidates = config["candidates"]
-    results = ray.get(pool.score_many.remote([c["arch"] for c in candidates],
-                                             trial=tune.get_context().get_trial_id(),
-                                             actor=ray.get_runtime_context().get_actor_id()))
+    order = dispatch_order(candidates)
+    scored = ray.get(pool.score_many.remote([candidates[i]["arch"] for i in order],
+                                            trial=tune.get_context().get_trial_id(),
+                                            actor=ray.get_runtime_context().get_actor_id()))
+    results: list[dict[str, Any]] = [{}] * len(candidates)
+    for i, result in zip(order, scored):
+        results[i] = result
     losses = [math.nan if r.get("loss") is None else float(r["loss"]) for r in results]
     finite = [(loss, c) for loss, c in zip(losses, candidates) if math.isfinite(loss)]
     best_loss, best = min(finite, key=lambda t: t[0]) if finite else (math.nan, None)
@@ -38,3 +42,10 @@ def score_trial(config: dict[str, Any]) -> None:
         metrics.update({"arch_key": best["key"], "params": int(best["params"]), "flops": int(best["flops"])})
         metrics.update({f"latency_{dev}": float(ms) for dev, ms in best["predicted_ms"].items()})
     tune.report(metrics)
+
+
+def dispatch_order(candidates: list[dict[str, Any]]) -> list[int]:
+    """Most FLOPs first (longest processing time first): the pool hands candidates to scorers in
+    this order, so a batch ends with its cheapest candidates and the scorers that finish first
+    idle least while the last ones run (a generation's barrier)."""
+    return sorted(range(len(candidates)), key=lambda i: -int(candidates[i]["flops"]))

@@ -29,15 +29,58 @@ def label_smoothed_nll_loss(logits: Tensor, target: Tensor, eps: float = 0.1,
     loss = sum_t (1 - eps) * nll_t + (eps / V) * sum_v -log p_t(v)  (fairseq 0.8 / HAT).
     Returns two 0-dim fp32 tensors (loss_sum, nll_sum); divide by the token count for per-token values.
     """
-    lprobs = F.log_softmax(logits.float(), dim=-1)
-    target = target.unsqueeze(-1)
-    nll = -lprobs.gather(dim=-1, index=target).squeeze(-1)  # (B, T)
-    smooth = -lprobs.sum(dim=-1)  # (B, T)
-    keep = target.squeeze(-1).ne(ignore_index)
-    nll_sum = nll.masked_fill(~keep, 0.0).sum()
-    smooth_sum = smooth.masked_fill(~keep, 0.0).sum()
-    loss = (1.0 - eps) * nll_sum + (eps / lprobs.size(-1)) * smooth_sum
+    nll, smooth, vocab = _token_terms(logits, target, ignore_index)
+    nll_sum, smooth_sum = nll.sum(), smooth.sum()
+    loss = (1.0 - eps) * nll_sum + (eps / vocab) * smooth_sum
     return loss, nll_sum
+
+
+def _token_terms(logits: Tensor, target: Tensor, ignore_index: int) -> tuple[Tensor, Tensor, int]:
+    """Per-token NLL and summed -log p over the vocabulary (B, T), 0 at ``ignore_index``; V."""
+    lprobs = F.log_softmax(logits.float(), dim=-1)
+    nll = -lprobs.gather(dim=-1, index=target.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    smooth = -lprobs.sum(dim=-1)  # (B, T)
+    keep = target.ne(ignore_index)
+    return nll.masked_fill(~keep, 0.0), smooth.masked_fill(~keep, 0.0), lprobs.size(-1)
+
+
+def row_loss_sums(model: torch.nn.Module, arch: Arch | None, batches: Iterable[Batch], eps: float = 0.1
+                  ) -> dict[int, tuple[float, int]]:
+    """{sentence index (``Batch.indices``): (label-smoothed loss in nats, target tokens)}: the
+    parts of :func:`validation_loss` per sentence, so the loss of any subset of the sentences
+    follows without scoring again (multi-fidelity: how well a slice ranks Archs)."""
+    model.eval()
+    out: dict[int, tuple[float, int]] = {}
+    with torch.inference_mode():
+        for batch in batches:
+            nll, smooth, vocab = _token_terms(model(batch.src, batch.prev, arch), batch.target, PAD)
+            rows = ((1.0 - eps) * nll.sum(dim=1) + (eps / vocab) * smooth.sum(dim=1)).tolist()
+            counts = batch.target.ne(PAD).sum(dim=1).tolist()
+            out.update({int(i): (loss, int(n)) for i, loss, n in zip(batch.indices, rows, counts)})
+    return out
+
+
+CHUNK_TOKENS = 256  # target tokens whose logits exist at once when scoring a hat-ray Transformer
+
+
+def batch_loss(model: torch.nn.Module, arch: Arch | None, batch: Batch, eps: float = 0.1,
+               chunk: int = CHUNK_TOKENS) -> Tensor:
+    """Summed label-smoothed loss (nats) of one batch, without gradients. On a hat-ray
+    Transformer the output projection runs on ``chunk`` non-pad target tokens at a time: the
+    logits (tokens x vocabulary, 512 MiB for 4,096 tokens of a 32k vocabulary in fp32) never
+    exist whole, and padding gets none. Other models: one pass, :func:`label_smoothed_nll_loss`."""
+    if not (hasattr(model, "encode") and hasattr(model, "project_out")):
+        return label_smoothed_nll_loss(model(batch.src, batch.prev, arch), batch.target, eps)[0]
+    arch = model.resolve(arch)
+    hidden = model.decode(batch.prev, model.encode(batch.src, arch), arch, project=False)
+    keep = batch.target.ne(PAD)
+    rows, target = hidden[keep], batch.target[keep]  # (N, dim), (N,)
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    for start in range(0, len(target), chunk):
+        logits = model.project_out(rows[start:start + chunk], arch.decoder_embed_dim)
+        nll, smooth, vocab = _token_terms(logits, target[start:start + chunk], PAD)
+        total += (1.0 - eps) * nll.sum() + (eps / vocab) * smooth.sum()
+    return total
 
 
 def validation_loss(model: torch.nn.Module, arch: Arch | None, batches: Iterable[Batch], eps: float = 0.1,
@@ -67,7 +110,7 @@ def loss_sums(model: torch.nn.Module, arch: Arch | None, batches: Iterable[Batch
             for batch in batches:
                 if device is not None:
                     batch = batch.to(device)
-                loss, _ = label_smoothed_nll_loss(model(batch.src, batch.prev, arch), batch.target, eps)
+                loss = batch_loss(model, arch, batch, eps)
                 total += float(loss)
                 ntokens += batch.ntokens
     finally:

@@ -47,7 +47,7 @@ def search_options(exp: Experiment) -> Any:
     s = exp.search
     return SearchOptions(algorithm=s.algorithm, budget=s.budget, scorers=s.scorers, seed=s.seed,
                          threads_per_scorer=s.cpus_per_scorer, scorer_cpus=float(s.cpus_per_scorer),
-                         use_gpu=s.gpu, engine_kwargs=s.engine().kwargs(s.algorithm))
+                         scorer_slots=s.scorer_slots, use_gpu=s.gpu, engine_kwargs=s.engine().kwargs(s.algorithm))
 
 
 def run(ctx: Context, done: dict[str, Any]) -> dict[str, Any]:
