@@ -126,6 +126,7 @@ def one_search(inputs: tuple[Any, ...], out: Path, algorithm: str, scorers: int,
     grown = rss_end / MB - first["rss_mb"]
     span = r["evaluations"] - first["evaluations"]
     return {"algorithm": algorithm, **_tune_shares(r), "trial_actors": r["trial_actors"],
+            "between_batches_s": r["between_batches_seconds"], "engine_ask_s": r["engine_ask_seconds"],
             "wall_s": round(r["wall_seconds"], 1), "load_1m_after": round(os.getloadavg()[0], 2),
             "driver_rss_mb": {"start": round(rss_start / MB, 1), "end": round(rss_end / MB, 1),
                               "every": points, "growth_after_first_block": round(grown, 1),

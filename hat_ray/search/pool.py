@@ -138,6 +138,8 @@ class ScorerPool:
         self.call_seconds = 0.0  # the same seen from here: dispatch + scoring + reply
         self.first_call: float | None = None  # epoch s of the first dispatch / last completion:
         self.last_done: float | None = None  # the scoring window (utilisation = busy / (window x K))
+        self.batches_in_flight = 0
+        self.between_batches_seconds = 0.0  # nothing to score: from a last result to the next batch
         self.hold, self.hold_timeout_s = hold, hold_timeout_s
         self.callers: set[str] = set()  # distinct trial actors that asked for a score
         self.expected: set[str] = set()  # suggested trials that have not asked yet
@@ -179,7 +181,13 @@ class ScorerPool:
         other trials' batches), results in the order of ``archs``; a candidate that failed on
         every retry gets ``{"loss": None, "error": ...}`` instead of failing its whole batch."""
         self._arrived(trial, actor)
-        results = await asyncio.gather(*[self._score(a) for a in archs], return_exceptions=True)
+        if self.batches_in_flight == 0 and self.last_done is not None:
+            self.between_batches_seconds += max(0.0, time.time() - self.last_done)
+        self.batches_in_flight += 1
+        try:
+            results = await asyncio.gather(*[self._score(a) for a in archs], return_exceptions=True)
+        finally:
+            self.batches_in_flight -= 1
         await self._hold()
         return [r if isinstance(r, dict) else {"loss": None, "seconds": 0.0, "error": repr(r)} for r in results]
 
@@ -280,6 +288,7 @@ class ScorerPool:
                 "scored": self.scored, "cache_hits": self.cache_hits,
                 "busy_seconds": self.busy_seconds, "call_seconds": self.call_seconds,
                 "window_seconds": (self.last_done - self.first_call) if self.last_done and self.first_call else 0.0,
+                "between_batches_seconds": self.between_batches_seconds,
                 "trial_actors": len(self.callers),
                 "scorers": [i for i in infos if isinstance(i, dict)]}
 

@@ -195,6 +195,10 @@ def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[s
             "scorer_retries": stats["retries"], "scored": stats["scored"], "pool_cache_hits": stats["cache_hits"],
             "scorer_busy_seconds": round(stats["busy_seconds"], 3),
             "scoring_window_seconds": round(stats["window_seconds"], 3),
+            # the window's gaps with nothing queued (generation barriers: Tune's turnaround and the
+            # engine breeding the next generation, of which engine_ask_seconds)
+            "between_batches_seconds": round(stats["between_batches_seconds"], 3),
+            "engine_ask_seconds": round(searcher.ask_seconds, 3),
             "trial_actors": stats["trial_actors"]}
     top, measured = None, None
     if measure_profiles:

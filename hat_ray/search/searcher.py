@@ -50,6 +50,7 @@ class EvolutionSearcher(Searcher):
         self.make_config = make_config  # [Arch, ...] -> a trial's config (score_trial's input)
         self.max_concurrent = max_concurrent
         self.batch = max(1, int(batch))
+        self.ask_seconds = 0.0  # time in the engine handing out Archs (breeding, feasibility) and configs
         self.live: dict[str, list[Arch]] = {}
         self.log_path = Path(log_path) if log_path else None
         self.on_record = on_record
@@ -87,6 +88,7 @@ class EvolutionSearcher(Searcher):
     def _ask_batch(self) -> list[Arch]:
         """The Archs of one trial: all the engine hands out now (a generation) for a generational
         engine, else up to ``batch``."""
+        started = time.perf_counter()
         limit = None if self.engine.generational else self.batch
         archs: list[Arch] = []
         while limit is None or len(archs) < limit:
@@ -94,6 +96,7 @@ class EvolutionSearcher(Searcher):
             if arch is None:
                 break
             archs.append(arch)
+        self.ask_seconds += time.perf_counter() - started
         return archs
 
     def _ask(self) -> Arch | None:

@@ -60,15 +60,17 @@ def row_loss_sums(model: torch.nn.Module, arch: Arch | None, batches: Iterable[B
     return out
 
 
-CHUNK_TOKENS = 256  # target tokens whose logits exist at once when scoring a hat-ray Transformer
+CHUNK_LOGITS = 2**21  # logits (tokens x vocabulary) that exist at once when scoring: 8 MiB in fp32
 
 
 def batch_loss(model: torch.nn.Module, arch: Arch | None, batch: Batch, eps: float = 0.1,
-               chunk: int = CHUNK_TOKENS) -> Tensor:
+               chunk_logits: int = CHUNK_LOGITS) -> Tensor:
     """Summed label-smoothed loss (nats) of one batch, without gradients. On a hat-ray
-    Transformer the output projection runs on ``chunk`` non-pad target tokens at a time: the
-    logits (tokens x vocabulary, 512 MiB for 4,096 tokens of a 32k vocabulary in fp32) never
-    exist whole, and padding gets none. Other models: one pass, :func:`label_smoothed_nll_loss`."""
+    Transformer the output projection runs on a few non-pad target tokens at a time (at most
+    ``chunk_logits`` logits: 64 tokens of a 32k vocabulary): the logits of the whole batch (512
+    MiB for 4,096 tokens of a 32k vocabulary in fp32) never exist, and padding gets none; a
+    scorer's memory beyond the weights stays small (``--scorer-slots``). Other models: one pass,
+    :func:`label_smoothed_nll_loss`."""
     if not (hasattr(model, "encode") and hasattr(model, "project_out")):
         return label_smoothed_nll_loss(model(batch.src, batch.prev, arch), batch.target, eps)[0]
     arch = model.resolve(arch)
@@ -76,6 +78,8 @@ def batch_loss(model: torch.nn.Module, arch: Arch | None, batch: Batch, eps: flo
     keep = batch.target.ne(PAD)
     rows, target = hidden[keep], batch.target[keep]  # (N, dim), (N,)
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    vocab = (model.decoder_embed if model.output_proj is None else model.output_proj).shape[0]
+    chunk = max(1, chunk_logits // vocab)
     for start in range(0, len(target), chunk):
         logits = model.project_out(rows[start:start + chunk], arch.decoder_embed_dim)
         nll, smooth, vocab = _token_terms(logits, target[start:start + chunk], PAD)
