@@ -556,8 +556,9 @@ def test_every_output_write_goes_through_atomic_write_or_is_an_append_log():
 # ---------------------------------------------------------------------------------------------
 # load: many candidates, steady memory, nothing left behind (benchmarks/search_load.py, smaller)
 # ---------------------------------------------------------------------------------------------
-# Measured (benchmarks/results/search_load.json): the driver grows ~0.12-0.18 MB per evaluation
-# (Ray Tune keeps every trial's record in the driver), ~25 MB over 150; 60 flags a real leak.
+# Measured (benchmarks/results/search_load.json): the driver grows ~0.02 MB per evaluation with a Tune
+# trial per 8 candidates (0.08-0.18 MB with a trial per candidate: Ray Tune keeps every trial's
+# record in the driver), ~3 MB over 150 (~25 MB before); 60 flags a real leak.
 LOAD_GROWTH_MB_PER_150 = 60
 
 
