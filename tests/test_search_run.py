@@ -100,6 +100,8 @@ def test_run_search_two_scorers(ray_local, tmp_path):
     assert result["evaluations"] == len(read_log(tmp_path / "evaluations.jsonl")) == 10 + 2 * 6
     # one trial per generation, and Tune reuses its actor across the barriers: one trial actor
     assert result["trial_actors"] == 1
+    # the scoring work: every scored candidate's validation target tokens
+    assert result["tokens_scored"] == result["scored"] * sum(b.ntokens for b in random_batches())
     # where the scorers idled: 2 generation barriers, the engine breeding the next generation
     assert result["engine_ask_seconds"] > 0 and 0 < result["between_batches_seconds"] < result["tune_seconds"]
     trials = pd.read_parquet(tmp_path / "trials.parquet")

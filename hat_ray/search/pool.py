@@ -74,7 +74,7 @@ class ScorerActor:
             result = scorer.score(Arch.from_dict(arch))
         finally:
             self.slots.put(scorer)
-        return {"loss": result.loss, "seconds": result.seconds, "pid": os.getpid(),
+        return {"loss": result.loss, "seconds": result.seconds, "tokens": scorer.tokens, "pid": os.getpid(),
                 "node": ray.get_runtime_context().get_node_id()}
 
     def info(self) -> dict[str, Any]:
@@ -134,6 +134,7 @@ class ScorerPool:
         self.retries = 0
         self.scored = 0  # candidates scored by a scorer (not answered from the cache)
         self.cache_hits = 0
+        self.tokens_scored = 0  # validation target tokens scored, over all candidates (the scoring work)
         self.busy_seconds = 0.0  # sum over scorers of the time spent scoring (reported by the scorer)
         self.call_seconds = 0.0  # the same seen from here: dispatch + scoring + reply
         self.first_call: float | None = None  # epoch s of the first dispatch / last completion:
@@ -262,6 +263,7 @@ class ScorerPool:
             self.call_seconds += time.perf_counter() - start
             self.last_done = time.time()
             self.busy_seconds += float(result["seconds"])
+            self.tokens_scored += int(result.get("tokens", 0))
             self.scored += 1
             self.cache[key] = result["loss"]
             self._journal(key, result["loss"])
@@ -285,7 +287,7 @@ class ScorerPool:
     async def stats(self) -> dict[str, Any]:
         infos = await asyncio.gather(*[a.info.remote() for a in self.actors], return_exceptions=True)
         return {"size": len(self.actors), "slots": self.slots, "spawned": self.spawned, "retries": self.retries,
-                "scored": self.scored, "cache_hits": self.cache_hits,
+                "scored": self.scored, "cache_hits": self.cache_hits, "tokens_scored": self.tokens_scored,
                 "busy_seconds": self.busy_seconds, "call_seconds": self.call_seconds,
                 "window_seconds": (self.last_done - self.first_call) if self.last_done and self.first_call else 0.0,
                 "between_batches_seconds": self.between_batches_seconds,

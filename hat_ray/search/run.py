@@ -192,7 +192,8 @@ def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[s
     info = {**(run_info or {}), "algorithm": options.algorithm, "scorers": options.scorers,
             "scorer_slots": options.scorer_slots,
             "wall_seconds": time.time() - started, "tune_seconds": round(fit_seconds, 3),
-            "scorer_retries": stats["retries"], "scored": stats["scored"], "pool_cache_hits": stats["cache_hits"],
+            "scorer_retries": stats["retries"], "scored": stats["scored"], "tokens_scored": stats["tokens_scored"],
+            "pool_cache_hits": stats["cache_hits"],
             "scorer_busy_seconds": round(stats["busy_seconds"], 3),
             "scoring_window_seconds": round(stats["window_seconds"], 3),
             # the window's gaps with nothing queued (generation barriers: Tune's turnaround and the

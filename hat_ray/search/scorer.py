@@ -78,6 +78,7 @@ class Scorer:
         self.model = model.eval()
         self.batches = list(batches)
         self.eps = eps
+        self.tokens = sum(b.ntokens for b in self.batches)  # target tokens one score costs
 
     def score(self, arch: Arch) -> Score:
         start = time.perf_counter()
