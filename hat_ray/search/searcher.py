@@ -50,7 +50,7 @@ class EvolutionSearcher(Searcher):
         self.make_config = make_config  # [Arch, ...] -> a trial's config (score_trial's input)
         self.max_concurrent = max_concurrent
         self.batch = max(1, int(batch))
-        self.ask_seconds = 0.0  # time in the engine handing out Archs (breeding, feasibility) and configs
+        self.ask_seconds = 0.0  # time in the engine handing out Archs (breeding, feasibility checks)
         self.live: dict[str, list[Arch]] = {}
         self.log_path = Path(log_path) if log_path else None
         self.on_record = on_record
