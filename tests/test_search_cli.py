@@ -78,6 +78,7 @@ def test_killed_driver_resumes_without_lost_or_duplicated_evaluations(inputs, fu
         proc.wait()
     done_before = len(read_log(log))
     assert done_before < EXPECTED
+    _settled(out / "scored.jsonl")  # Ray workers outside the process group die a moment later
     journaled = read_journal(out / "scored.jsonl")  # scored by the pool, logged or not
     assert len(journaled) >= done_before
     resumed = subprocess.run(_cmd(inputs, out, "--resume", "--json"), capture_output=True, text=True, env=_env(),
@@ -92,6 +93,18 @@ def test_killed_driver_resumes_without_lost_or_duplicated_evaluations(inputs, fu
     full_out, full_result = full_run
     assert set(keys) == {e["key"] for e in read_log(full_out / "evaluations.jsonl")}
     assert json.loads(resumed.stdout)["best"]["key"] == full_result["best"]["key"]
+
+
+def _settled(path: Path, quiet_s: float = 3.0, limit_s: float = 60.0) -> None:
+    """Wait until ``path`` has not grown for ``quiet_s`` (a killed run's last writers are gone)."""
+    deadline, size, since = time.time() + limit_s, -1, time.time()
+    while time.time() < deadline:
+        now = path.stat().st_size if path.exists() else 0
+        if now != size:
+            size, since = now, time.time()
+        elif time.time() - since >= quiet_s:
+            return
+        time.sleep(0.2)
 
 
 @pytest.mark.parametrize("args, needle", [

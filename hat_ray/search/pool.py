@@ -60,13 +60,13 @@ class ScorerActor:
         batch_list = unpack_batches(batches)
         if use_gpu and torch.cuda.is_available():
             batch_list = [b.to("cuda") for b in batch_list]
+        models = [unpack_weights(weights) for _ in range(slots)]
+        if use_gpu and torch.cuda.is_available():
+            models = [m.cuda() for m in models]  # a GPU scorer holds its own device copy (one slot: see SearchOptions)
+        self.scorers = [Scorer(m, batch_list) for m in models]
         self.slots: queue.SimpleQueue = queue.SimpleQueue()
-        for _ in range(slots):
-            model = unpack_weights(weights)
-            if use_gpu and torch.cuda.is_available():
-                model = model.cuda()  # a GPU scorer holds its own device copy (one slot: see SearchOptions)
-            self.scorer = Scorer(model, batch_list)
-            self.slots.put(self.scorer)
+        for scorer in self.scorers:
+            self.slots.put(scorer)
 
     def score(self, arch: dict[str, Any]) -> dict[str, Any]:
         scorer = self.slots.get()
@@ -83,7 +83,7 @@ class ScorerActor:
         mem = psutil.Process().memory_full_info()
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
                 "rss": mem.rss, "uss": getattr(mem, "uss", mem.rss), "pss": getattr(mem, "pss", None),
-                **weight_placement(self.scorer.model)}
+                **weight_placement(self.scorers[0].model)}
 
 
 def weight_placement(model: Any) -> dict[str, int | None]:
@@ -319,12 +319,6 @@ def start_pool(weights: dict[str, Any], batches: list[dict[str, Any]], size: int
 
 def read_journal(path: str | Path) -> dict[str, float]:
     """{arch key: loss} of a pool's journal (empty when missing); a torn last line is skipped."""
-    scores: dict[str, float] = {}
-    if Path(path).is_file():
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-                scores[entry["key"]] = float(entry["loss"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                log.warning("skipping a torn line in %s", path)
-    return scores
+    from hat_ray.search.searcher import read_log  # the same JSON-lines reading as the evaluation log
+
+    return {e["key"]: float(e["loss"]) for e in read_log(path)}
