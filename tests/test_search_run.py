@@ -37,8 +37,8 @@ def limit(ms: float) -> Constraints:
     return Constraints([Constraint("fake", ms, FakePredictor())])
 
 
-def _config(archs):
-    return {"candidates": [{"arch": a.to_dict(), "key": a.key()} for a in archs]}
+def _config(asked):
+    return {"candidates": [{"arch": a.to_dict(), "key": a.key(), "fidelity": f} for a, f in asked]}
 
 
 def _losses(config, values):
@@ -56,7 +56,7 @@ def test_searcher_save_restore_round_trip_with_in_flight(tmp_path):
     path = tmp_path / "searcher.json"
     searcher.save(str(path))
     state = json.loads(path.read_text())
-    assert state["version"] == 2 and list(state["live"]) == ["t2"] and len(state["live"]["t2"]) == 2
+    assert state["version"] == 3 and list(state["live"]) == ["t2"] and len(state["live"]["t2"]) == 2
 
     fresh = EvolutionSearcher(RandomSearch(tiny_space(), limit(30), seed=123, budget=20), _config)
     fresh.restore(str(path))

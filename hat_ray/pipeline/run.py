@@ -27,6 +27,7 @@ from hat_ray.pipeline.config import Experiment, fingerprint
 from hat_ray.pipeline.report import write_report
 from hat_ray.pipeline.stages import evaluate, latency, predictor, search, supernet, train
 from hat_ray.pipeline.stages.context import Context
+from hat_ray.search.evolution import EngineOptions
 from hat_ray.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ STAGES = (
     Stage("search", "search under each latency limit",
           lambda e: {"devices": _devices(e, True),
                      "search": _without_new_defaults(e.section("search"), gpu=False, cpus_per_scorer=1,
-                                                                     scorer_slots=1),
+                                                                     scorer_slots=1, **EngineOptions.ADDED),
                      "valid_sentences": e.data.valid_sentences}, ("search",), search.run),
     Stage("train", "train the winners and the baselines",
           lambda e: {"train": _without_new_defaults(e.section("train"), workers=1, cpus_per_worker=1, gpu=False)},

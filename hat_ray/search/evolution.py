@@ -6,8 +6,13 @@ Every engine has the same ask/tell contract, which the Ray Tune searcher adapts:
 - ``ask() -> Arch | None``: an unscored, feasible Arch to evaluate, or None when nothing can be
   handed out now (a generation barrier, or the budget is used up). Never returns an Arch that is
   already scored or in flight: scores are cached by Arch, parents are never re-scored.
-- ``tell(arch, loss)``: the validation loss (bits) of an asked Arch; None / NaN = failed (kept
-  as +inf so it is never selected, and never retried).
+- ``tell(arch, loss, fidelity=1.0)``: the validation loss (bits) of an asked Arch, scored on the
+  share ``fidelity`` of the validation pairs (``rung_fidelity`` when it was asked); None / NaN =
+  failed (kept as +inf so it is never selected, and never retried).
+- ``rung_fidelity``: the share of the validation set the Archs handed out now are to be scored on
+  (1.0: all of it; below 1 only for an engine that scores in rungs, see :class:`HatEvolution`).
+  An Arch scored at a low fidelity may be asked again at a higher one (a promotion); ``best()``,
+  ``pareto_front()`` and ``full_scores()`` only ever rank full-fidelity scores.
 - ``finished``: True once nothing is in flight and no more Archs will be asked.
 - ``state_dict()`` / ``load_state_dict()``: plain, versioned data (JSON-serialisable).
 
@@ -58,6 +63,8 @@ class Engine:
         self.budget = self.default_budget if budget is None else budget
         self.max_attempts = max_attempts
         self.scores: dict[Arch, float] = {}  # insertion order = order results arrived
+        self.fidelity: dict[Arch, float] = {}  # Archs whose score is on a share < 1 of the validation set
+        self.rung_fidelity = 1.0  # the share the Archs handed out now are scored on
         self.pending: set[Arch] = set()
         self.queue: list[Arch] = []
 
@@ -65,34 +72,53 @@ class Engine:
     def ask(self) -> Arch | None:
         raise NotImplementedError
 
-    def tell(self, arch: Arch, loss: float | None) -> None:
-        """Record a result. Results for Archs not in flight (duplicates after a restore) are ignored."""
-        if arch in self.scores:
+    def tell(self, arch: Arch, loss: float | None, fidelity: float = 1.0) -> None:
+        """Record a result on the share ``fidelity`` of the validation set. Results for Archs
+        already scored at that fidelity or a higher one (duplicates after a restore) are ignored."""
+        if self.scored_at(arch) >= fidelity:
             return
         if arch in self.queue:  # an old (restored) trial answered for a re-queued Arch
             self.queue.remove(arch)
         self.pending.discard(arch)
         bad = loss is None or not math.isfinite(loss)
         self.scores[arch] = math.inf if bad else float(loss)
+        if fidelity < 1.0:
+            self.fidelity[arch] = fidelity
+        else:
+            self.fidelity.pop(arch, None)
+
+    def scored_at(self, arch: Arch) -> float:
+        """The fidelity of ``arch``'s score (0.0: not scored)."""
+        return self.fidelity.get(arch, 1.0) if arch in self.scores else 0.0
 
     @property
     def finished(self) -> bool:
         """Nothing in flight and nothing more to ask (budget used, or the algorithm is done)."""
-        return not self.pending and (self.budget_left() <= 0 or (not self.queue and self._done()))
+        if self.pending or self._promotion_due() or any(0 < self.scored_at(a) < self.rung_fidelity for a in self.queue):
+            return False  # promotions owed: they re-score Archs already counted in the budget
+        return self.budget_left() <= 0 or (not self.queue and self._done())
 
     def _done(self) -> bool:
         """Algorithm-specific end (besides the budget)."""
         return False
 
+    def _promotion_due(self) -> bool:
+        """True when Archs scored on a slice wait to be promoted (an engine scoring in rungs)."""
+        return False
+
     def budget_left(self) -> int:
+        """Evaluations left: distinct Archs (a promotion re-scores an Arch already counted)."""
         if self.budget is None:
             return 1 << 62
-        return self.budget - len(self.scores) - len(self.pending)
+        return self.budget - len(self.scores) - sum(1 for a in self.pending if a not in self.scores)
 
     def _hand_out(self) -> Arch | None:
-        while self.queue and self.budget_left() > 0:
-            arch = self.queue.pop(0)
-            if arch not in self.scores and arch not in self.pending:
+        while self.queue:
+            arch = self.queue[0]
+            if arch not in self.scores and self.budget_left() <= 0:
+                return None
+            self.queue.pop(0)
+            if arch not in self.pending and self.scored_at(arch) < self.rung_fidelity:
                 self.pending.add(arch)
                 return arch
         return None
@@ -103,15 +129,21 @@ class Engine:
         self.pending.clear()
 
     # ---- results ----
+    def full_scores(self) -> dict[Arch, float]:
+        """Scores on the whole validation set (every score, unless the engine scores in rungs)."""
+        if not self.fidelity:
+            return self.scores
+        return {a: s for a, s in self.scores.items() if a not in self.fidelity}
+
     def best(self) -> tuple[Arch, float]:
-        scored = [(a, s) for a, s in self.scores.items() if math.isfinite(s)]
+        scored = [(a, s) for a, s in self.full_scores().items() if math.isfinite(s)]
         if not scored:
             raise InfeasibleError("no candidate was scored successfully")
         return min(scored, key=lambda t: t[1])
 
     def pareto_front(self) -> list[tuple[Arch, float, dict[str, float]]]:
         """Non-dominated scored Archs over (loss, predicted latency per device), by loss."""
-        scored = [(a, s) for a, s in self.scores.items() if math.isfinite(s)]
+        scored = [(a, s) for a, s in self.full_scores().items() if math.isfinite(s)]
         objs = np.array([[s, *self.constraints.latencies(a).values()] for a, s in scored]).reshape(len(scored), -1)
         front = [i for i in range(len(scored)) if not _dominated(objs, i)]
         out = [(scored[i][0], scored[i][1], self.constraints.latencies(scored[i][0])) for i in front]
@@ -159,6 +191,8 @@ class Engine:
             "rng": self.rng.bit_generator.state,
             "budget": self.budget,
             "scores": [[a.to_dict(), s if math.isfinite(s) else None] for a, s in self.scores.items()],
+            "fidelity": [[a.to_dict(), f] for a, f in self.fidelity.items()],
+            "rung_fidelity": self.rung_fidelity,
             "pending": [a.to_dict() for a in sorted(self.pending, key=Arch.key)],
             "queue": [a.to_dict() for a in self.queue],
             "extra": self._extra_state(),
@@ -171,6 +205,8 @@ class Engine:
         self.rng.bit_generator.state = state["rng"]
         self.budget = state["budget"]
         self.scores = {Arch.from_dict(a): (math.inf if s is None else s) for a, s in state["scores"]}
+        self.fidelity = {Arch.from_dict(a): f for a, f in state.get("fidelity", [])}
+        self.rung_fidelity = state.get("rung_fidelity", 1.0)
         self.pending = {Arch.from_dict(a) for a in state["pending"]}
         self.queue = [Arch.from_dict(a) for a in state["queue"]]
         self._load_extra(state["extra"])
@@ -226,12 +262,20 @@ class EngineOptions:
     crossovers: int = 50
     mutation_prob: float = 0.3
     iterations: int = 30
+    fidelity: float = 1.0
+    promote: float = 0.25
 
     USES = _Uses()
+    # options added after searches were first fingerprinted, with the value that means "as before"
+    # (a saved fingerprint without them compares as this value: hat_ray.search.result)
+    ADDED = {"fidelity": 1.0, "promote": 0.25}
     HELP = {"population": "Archs per generation (steady: random Archs before breeding)",
             "parents": "best Archs kept as parents", "mutations": "children by mutation per generation",
             "crossovers": "children by crossover per generation", "mutation_prob": "chance to resample each gene",
-            "iterations": "generations after the first"}
+            "iterations": "generations after the first",
+            "fidelity": "share of the validation pairs a generation's new Archs are first scored on "
+                        "(successive halving; 1: every Arch on all of them, as HAT)",
+            "promote": "share of those promoted from the --fidelity slice to the whole validation set"}
 
     def problems(self, algorithm: str, prefix: str = "") -> list[str]:
         """Every invalid value for ``algorithm`` (``prefix`` names where the values came from)."""
@@ -252,6 +296,10 @@ class EngineOptions:
             out.append(f"{prefix}parents ({self.parents}) must be <= population ({self.population})")
         if "mutation_prob" in used and not 0 <= self.mutation_prob <= 1:
             out.append(f"{prefix}mutation_prob must be in [0, 1], got {self.mutation_prob}")
+        if "fidelity" in used and not 0 < self.fidelity <= 1:
+            out.append(f"{prefix}fidelity must be in (0, 1] (1: no slice), got {self.fidelity}")
+        if "promote" in used and not 0 < self.promote <= 1:
+            out.append(f"{prefix}promote must be in (0, 1], got {self.promote}")
         return out
 
     def kwargs(self, algorithm: str) -> dict[str, Any]:
@@ -272,33 +320,59 @@ def make_engine(algorithm: str, space: SearchSpace, constraints: Constraints | N
 class HatEvolution(Engine):
     """HAT's generational evolution (population 125 = 25 parents + 50 mutations + 50
     crossovers, mutation probability 0.3, 30 generations), fixed: cached scores, bounded
-    feasible sampling, and the last generation scored before the best is chosen."""
+    feasible sampling, and the last generation scored before the best is chosen.
+
+    Beyond HAT, successive halving within a generation (``fidelity`` < 1): a generation's new
+    Archs are scored on a fixed random share ``fidelity`` of the validation pairs first (rung 0);
+    the best ``promote`` share of them (at least enough to fill the parents with full-fidelity
+    scores) are then scored on the whole set (rung 1). Parents and the best are chosen on
+    full-fidelity scores only; an Arch left at rung 0 ranks after every full-fidelity one."""
 
     name = "hat"
     generational = True
-    options = ("population", "parents", "mutations", "crossovers", "mutation_prob", "iterations")
+    options = ("population", "parents", "mutations", "crossovers", "mutation_prob", "iterations", "fidelity",
+               "promote")
 
     def __init__(self, space: SearchSpace, constraints: Constraints | None = None, seed: int = 0,
                  budget: int | None = None, population: int = 125, parents: int = 25, mutations: int = 50,
-                 crossovers: int = 50, mutation_prob: float = 0.3, iterations: int = 30, **kwargs: Any) -> None:
+                 crossovers: int = 50, mutation_prob: float = 0.3, iterations: int = 30, fidelity: float = 1.0,
+                 promote: float = 0.25, **kwargs: Any) -> None:
         super().__init__(space, constraints, seed, budget, **kwargs)
         self._check_options(population=population, parents=parents, mutations=mutations, crossovers=crossovers,
-                            mutation_prob=mutation_prob, iterations=iterations)
+                            mutation_prob=mutation_prob, iterations=iterations, fidelity=fidelity, promote=promote)
         self.population_size, self.parents, self.mutations = population, parents, mutations
         self.crossovers, self.mutation_prob, self.iterations = crossovers, mutation_prob, iterations
+        self.low_fidelity, self.promote = fidelity, promote
         self.generation = -1
         self.population: list[Arch] = []
 
     def ask(self) -> Arch | None:
-        for _ in range(self.iterations + 1):  # skip generations made only of cached Archs
+        for _ in range(2 * self.iterations + 4):  # skip rungs and generations made only of cached Archs
             arch = self._hand_out()
-            if arch is not None or self.pending or self.budget_left() <= 0 or self._done():
-                return arch  # None while results of this generation are outstanding (barrier)
+            if arch is not None or self.pending:
+                return arch  # None while results of this rung are outstanding (barrier)
+            if self._promotion_due():
+                self._promote()
+                continue
+            if self.budget_left() <= 0 or self._done():
+                return None
             self._next_generation()
         return None
 
     def _done(self) -> bool:
-        return self.generation + 1 >= self.iterations
+        return self.generation + 1 >= self.iterations and not self._promotion_due()
+
+    def _promotion_due(self) -> bool:
+        return (self.rung_fidelity < 1.0 and not self.pending and self.generation >= 0
+                and (not self.queue or self.budget_left() <= 0))  # out of budget: promote what was scored
+
+    def _promote(self) -> None:
+        """Rung 1: the best of the generation's slice-scored Archs, queued for the whole set."""
+        sliced = [a for a in self.population if 0 < self.scored_at(a) < 1.0 and math.isfinite(self.scores[a])]
+        full = sum(1 for a in self.population if self.scored_at(a) == 1.0 and math.isfinite(self.scores[a]))
+        k = max(math.ceil(self.promote * len(sliced)), self.parents - full)
+        self.rung_fidelity = 1.0
+        self.queue = self._order(sliced)[:k]
 
     def _next_generation(self) -> None:
         self.generation += 1
@@ -310,11 +384,17 @@ class HatEvolution(Engine):
         else:
             parents = self.select_parents(self.population)
             self.population = parents + self._children(parents)
+        self.rung_fidelity = self.low_fidelity
         self.queue = [a for a in self.population if a not in self.scores]
 
     def select_parents(self, population: list[Arch]) -> list[Arch]:
-        """The ``parents`` best by validation loss."""
-        return sorted(population, key=lambda a: self.scores[a])[: self.parents]
+        """The ``parents`` best by validation loss (full-fidelity scores first)."""
+        full = [a for a in population if a not in self.fidelity]
+        return (self._order(full) + self._order([a for a in population if a in self.fidelity]))[: self.parents]
+
+    def _order(self, archs: list[Arch]) -> list[Arch]:
+        """``archs`` best first (by validation loss)."""
+        return sorted(archs, key=lambda a: self.scores[a])
 
     def _children(self, parents: list[Arch]) -> list[Arch]:
         def mutant() -> Arch:
@@ -339,9 +419,6 @@ class HatEvolution(Engine):
             kids += self._feasible(missing, mutant, max_attempts=200 * missing + 1000)
         return kids
 
-    def best_of_population(self) -> tuple[Arch, float]:
-        return min(((a, self.scores[a]) for a in self.population), key=lambda t: t[1])
-
     def _extra_state(self) -> dict[str, Any]:
         return {"generation": self.generation, "population": [a.to_dict() for a in self.population]}
 
@@ -353,22 +430,24 @@ class HatEvolution(Engine):
 @register
 class ParetoEvolution(HatEvolution):
     """Multi-objective evolution over (validation loss, predicted latency on each constrained
-    device): parents by non-dominated rank, ties broken by crowding distance (NSGA-II)."""
+    device): parents (and promotions, with ``fidelity`` < 1) by non-dominated rank, ties broken
+    by crowding distance (NSGA-II)."""
 
     name = "pareto"
     multi_objective = True
     needs_limit = False  # latency on each --device is an objective, a limit is optional
 
-    def select_parents(self, population: list[Arch]) -> list[Arch]:
-        objs = np.array([[self.scores[a], *self.constraints.latencies(a).values()] for a in population])
+    def _order(self, archs: list[Arch]) -> list[Arch]:
+        if not archs:
+            return []
+        objs = np.array([[self.scores[a], *self.constraints.latencies(a).values()] for a in archs])
         objs = np.where(np.isfinite(objs), objs, 1e30)
         ranks = _nondominated_ranks(objs)
-        crowd = np.zeros(len(population))
+        crowd = np.zeros(len(archs))
         for r in np.unique(ranks):
             idx = np.flatnonzero(ranks == r)
             crowd[idx] = _crowding(objs[idx])
-        order = sorted(range(len(population)), key=lambda i: (ranks[i], -crowd[i]))
-        return [population[i] for i in order[: self.parents]]
+        return [archs[i] for i in sorted(range(len(archs)), key=lambda i: (ranks[i], -crowd[i]))]
 
 
 @register

@@ -47,7 +47,7 @@ class ScorerActor:
     Arch is selected on the model object, so slots never share one), so a slot adds activations
     but no second process (a Ray worker with torch is ~300 MiB of private memory)."""
 
-    def __init__(self, weights: dict[str, Any], batches: list[dict[str, Any]], threads: int = 1,
+    def __init__(self, weights: dict[str, Any], batches: dict[float, list[dict[str, Any]]], threads: int = 1,
                  use_gpu: bool = False, slots: int = 1) -> None:
         import queue
 
@@ -57,23 +57,26 @@ class ScorerActor:
 
         torch.set_num_threads(threads)
         self._weights = weights  # keeps the object-store mapping alive
-        batch_list = unpack_batches(batches)
+        rungs = {fidelity: unpack_batches(packed) for fidelity, packed in batches.items()}  # {share: batches}
         if use_gpu and torch.cuda.is_available():
-            batch_list = [b.to("cuda") for b in batch_list]
+            rungs = {f: [b.to("cuda") for b in batch_list] for f, batch_list in rungs.items()}
         models = [unpack_weights(weights) for _ in range(slots)]
         if use_gpu and torch.cuda.is_available():
             models = [m.cuda() for m in models]  # a GPU scorer holds its own device copy (one slot: see SearchOptions)
-        self.scorers = [Scorer(m, batch_list) for m in models]
+        # per slot, one Scorer per fidelity over the slot's model object
+        self.scorers = [{f: Scorer(m, batch_list) for f, batch_list in rungs.items()} for m in models]
         self.slots: queue.SimpleQueue = queue.SimpleQueue()
         for scorer in self.scorers:
             self.slots.put(scorer)
 
-    def score(self, arch: dict[str, Any]) -> dict[str, Any]:
-        scorer = self.slots.get()
+    def score(self, arch: dict[str, Any], fidelity: float = 1.0) -> dict[str, Any]:
+        """Score ``arch`` on the share ``fidelity`` of the validation set (one of the pool's)."""
+        slot = self.slots.get()
         try:
+            scorer = slot[fidelity]
             result = scorer.score(Arch.from_dict(arch))
         finally:
-            self.slots.put(scorer)
+            self.slots.put(slot)
         return {"loss": result.loss, "seconds": result.seconds, "tokens": scorer.tokens, "pid": os.getpid(),
                 "node": ray.get_runtime_context().get_node_id()}
 
@@ -83,7 +86,7 @@ class ScorerActor:
         mem = psutil.Process().memory_full_info()
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
                 "rss": mem.rss, "uss": getattr(mem, "uss", mem.rss), "pss": getattr(mem, "pss", None),
-                **weight_placement(self.scorers[0].model)}
+                **weight_placement(self.scorers[0][1.0].model)}
 
 
 def weight_placement(model: Any) -> dict[str, int | None]:
@@ -115,7 +118,8 @@ def weight_placement(model: Any) -> dict[str, int | None]:
 
 @ray.remote(num_cpus=0)
 class ScorerPool:
-    """Dispatcher over K ScorerActors (x their slots). ``score(arch_dict)`` -> {"loss", "seconds", ...}."""
+    """Dispatcher over K ScorerActors (x their slots). ``score(arch_dict)`` -> {"loss", "seconds", ...}.
+    Scores are cached (and journaled) per Arch and fidelity (:func:`cache_key`)."""
 
     def __init__(self, weights_ref: list[ray.ObjectRef], batches_ref: list[ray.ObjectRef], size: int,
                  name: str, cpus: float = 1.0, threads: int = 1, use_gpu: bool = False,
@@ -168,25 +172,28 @@ class ScorerPool:
         return ScorerActor.options(**opts).remote(self.weights_ref, self.batches_ref, self.threads, self.use_gpu,
                                                   self.slots)
 
-    async def score(self, arch: dict[str, Any], trial: str | None = None, actor: str | None = None
-                    ) -> dict[str, Any]:
+    async def score(self, arch: dict[str, Any], trial: str | None = None, actor: str | None = None,
+                    fidelity: float = 1.0) -> dict[str, Any]:
         """Score ``arch`` for ``trial`` (its Tune trial id) running in trial actor ``actor``."""
         self._arrived(trial, actor)
-        result = await self._score(arch)
+        result = await self._score(arch, fidelity)
         await self._hold()
         return result
 
-    async def score_many(self, archs: list[dict[str, Any]], trial: str | None = None, actor: str | None = None
-                         ) -> list[dict[str, Any]]:
+    async def score_many(self, archs: list[dict[str, Any]], trial: str | None = None, actor: str | None = None,
+                         fidelities: list[float] | None = None) -> list[dict[str, Any]]:
         """Score a trial's batch: every Arch queued at once (first come, first served with the
         other trials' batches), results in the order of ``archs``; a candidate that failed on
-        every retry gets ``{"loss": None, "error": ...}`` instead of failing its whole batch."""
+        every retry gets ``{"loss": None, "error": ...}`` instead of failing its whole batch.
+        ``fidelities``: the share of the validation set each Arch is scored on (default all)."""
         self._arrived(trial, actor)
         if self.batches_in_flight == 0 and self.last_done is not None:
             self.between_batches_seconds += max(0.0, time.time() - self.last_done)
         self.batches_in_flight += 1
         try:
-            results = await asyncio.gather(*[self._score(a) for a in archs], return_exceptions=True)
+            shares = fidelities or [1.0] * len(archs)
+            results = await asyncio.gather(*[self._score(a, f) for a, f in zip(archs, shares)],
+                                           return_exceptions=True)
         finally:
             self.batches_in_flight -= 1
         await self._hold()
@@ -233,8 +240,8 @@ class ScorerPool:
         else:
             self.all_arrived.set()
 
-    async def _score(self, arch: dict[str, Any]) -> dict[str, Any]:
-        key = Arch.from_dict(arch).key()
+    async def _score(self, arch: dict[str, Any], fidelity: float = 1.0) -> dict[str, Any]:
+        key = cache_key(Arch.from_dict(arch).key(), fidelity)
         if key in self.cache:
             self.cache_hits += 1
             return {"loss": self.cache[key], "seconds": 0.0, "cached": True}
@@ -246,7 +253,7 @@ class ScorerPool:
             if self.first_call is None:
                 self.first_call = time.time()
             try:
-                result = await actor.score.remote(arch)
+                result = await actor.score.remote(arch, fidelity)
             except _LOST as exc:
                 self.retries += 1
                 log.warning("scorer died (%s); retrying %s on another scorer", type(exc).__name__, key)
@@ -273,7 +280,9 @@ class ScorerPool:
     def _journal(self, key: str, loss: float) -> None:
         if self.journal is None:
             return
-        self.journal.write(json.dumps({"key": key, "loss": loss}) + "\n")
+        arch_key, _, fidelity = key.partition("@")
+        entry = {"key": arch_key, "loss": loss, **({"fidelity": float(fidelity)} if fidelity else {})}
+        self.journal.write(json.dumps(entry) + "\n")
         self.journal.flush()
         if time.monotonic() - self.synced > 1.0:
             os.fsync(self.journal.fileno())
@@ -301,12 +310,13 @@ class ScorerPool:
 def start_pool(weights: dict[str, Any], batches: list[dict[str, Any]], size: int, name: str,
                cpus: float = 1.0, threads: int = 1, use_gpu: bool = False,
                cache: dict[str, float] | None = None, hold: bool = False, journal: str | Path | None = None,
-               slots: int = 1) -> Any:
+               slots: int = 1, slices: dict[float, list[dict[str, Any]]] | None = None) -> Any:
     """Put weights and batches in the object store once and start a named ScorerPool
     (``hold``: the start barrier for Tune trials, see the module docstring; ``journal``: a file
-    on the driver's node every score is appended to, see :func:`read_journal`)."""
+    on the driver's node every score is appended to, see :func:`read_journal`; ``slices``:
+    {share: batches} of the validation slices candidates may also be scored on)."""
     weights_ref = ray.put(weights)
-    batches_ref = ray.put(batches)
+    batches_ref = ray.put({**(slices or {}), 1.0: batches})
     # The dispatcher holds no CPU: pinned to the driver's node, so it never lands on a device-only
     # node (a Pi) and survives losing any other node.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -317,8 +327,14 @@ def start_pool(weights: dict[str, Any], batches: list[dict[str, Any]], size: int
     return pool
 
 
+def cache_key(key: str, fidelity: float = 1.0) -> str:
+    """The pool's cache key of an Arch's score on the share ``fidelity`` of the validation set:
+    its key, with ``@share`` below 1."""
+    return key if fidelity >= 1.0 else f"{key}@{fidelity!r}"
+
+
 def read_journal(path: str | Path) -> dict[str, float]:
-    """{arch key: loss} of a pool's journal (empty when missing); a torn last line is skipped."""
+    """{cache key: loss} of a pool's journal (empty when missing); a torn last line is skipped."""
     from hat_ray.search.searcher import read_log  # the same JSON-lines reading as the evaluation log
 
-    return {e["key"]: float(e["loss"]) for e in read_log(path)}
+    return {cache_key(e["key"], float(e.get("fidelity", 1.0))): float(e["loss"]) for e in read_log(path)}

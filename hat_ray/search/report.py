@@ -41,7 +41,8 @@ def top_candidates(engine: Engine, k: int, pareto: bool = False) -> list[tuple[A
             return front[:1]
         picks = sorted({round(i * (len(front) - 1) / (k - 1)) for i in range(k)})
         return [front[i] for i in picks]
-    scored = sorted(((a, s) for a, s in engine.scores.items() if math.isfinite(s)), key=lambda t: (t[1], t[0].key()))
+    scored = sorted(((a, s) for a, s in engine.full_scores().items() if math.isfinite(s)),
+                    key=lambda t: (t[1], t[0].key()))
     return scored[:k]
 
 
@@ -69,12 +70,15 @@ def measured_summary(top: list[dict[str, Any]], constraints: Constraints) -> dic
 
 def trials_frame(engine: Engine, space: SearchSpace, constraints: Constraints,
                  measured: dict[str, dict[str, float]] | None = None) -> pd.DataFrame:
-    """One row per evaluated Arch, in the order results arrived; ``measured_DEVICE`` columns
+    """One row per evaluated Arch, in the order results arrived, its loss at the highest fidelity it
+    was scored at (``fidelity``: the share of the validation set; 1 unless a successive-halving
+    search left it on the slice); ``measured_DEVICE`` columns
     (NaN where not re-measured) when ``measured`` ({arch key: {device: ms}}) is given."""
     rows = []
     for n, (arch, loss) in enumerate(engine.scores.items(), start=1):
         c = candidate(arch, loss if math.isfinite(loss) else float("nan"), space, constraints)
-        row = {"n": n, "key": c["key"], "valid_loss": c["valid_loss"], "failed": not math.isfinite(loss),
+        row = {"n": n, "key": c["key"], "valid_loss": c["valid_loss"], "fidelity": engine.scored_at(arch),
+               "failed": not math.isfinite(loss),
                "params": c["params"], "flops": c["flops"], "arch": json.dumps(c["arch"])}
         row.update({f"latency_{d}": ms for d, ms in c["predicted_ms"].items()})
         if measured is not None:
@@ -124,7 +128,7 @@ def pareto_png(frame: pd.DataFrame, front: list[dict[str, Any]], constraints: Co
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ok = frame[~frame["failed"]]
+    ok = frame[~frame["failed"] & (frame["fidelity"] >= 1.0)]  # a slice's loss is on another scale
     if constraints.items:
         dev = constraints.items[0].device
         x, fx, xlabel = ok[f"latency_{dev}"], [c["predicted_ms"][dev] for c in front], f"latency on {dev} (ms; predicted unless marked measured)"

@@ -22,6 +22,7 @@ from typing import Any
 from hat_ray.arch import Arch
 from hat_ray.errors import DataError, HatRayError
 from hat_ray.io import atomic_write, content_hash
+from hat_ray.search.evolution import EngineOptions
 
 RESULT, LOG, CONFIG = "result.json", "evaluations.jsonl", "search_config.json"
 CONFIG_VERSION = 2
@@ -206,7 +207,8 @@ def resume_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list
         if old.get(key) != new.get(key):
             out.append(f"--{key} was {old.get(key)}, now {new.get(key)}")
     for key in sorted(set(old.get("options", {})) | set(new.get("options", {}))):
-        a, b = old.get("options", {}).get(key), new.get("options", {}).get(key)
+        added = EngineOptions.ADDED.get(key)  # an option saved fingerprints may predate
+        a, b = old.get("options", {}).get(key, added), new.get("options", {}).get(key, added)
         if a != b:
             out.append(f"--{key.replace('_', '-')} was {a}, now {b}")
     if saved["supernet"]["weights_sha256"] != current["supernet"]["weights_sha256"]:

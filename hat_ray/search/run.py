@@ -45,6 +45,7 @@ from hat_ray.search.constraints import Constraints
 from hat_ray.search.evolution import make_engine
 from hat_ray.search.pool import read_journal, start_pool
 from hat_ray.search.report import top_candidates, write_outputs
+from hat_ray.search.scorer import slice_batches
 from hat_ray.search.result import SearchFolder, SearchResult, search_fingerprint
 from hat_ray.search.searcher import EvolutionSearcher, log_cache
 from hat_ray.search.trial import score_trial
@@ -83,9 +84,9 @@ class SearchOptions:
 
 
 def _make_config(space: SearchSpace, constraints: Constraints, pool: str, namespace: str | None):
-    def make(archs: list[Arch]) -> dict[str, Any]:
-        return {"candidates": [arch_summary(a, space, constraints) for a in archs], "pool": pool,
-                "namespace": namespace}
+    def make(asked: list[tuple[Arch, float]]) -> dict[str, Any]:
+        return {"candidates": [{**arch_summary(a, space, constraints), "fidelity": f} for a, f in asked],
+                "pool": pool, "namespace": namespace}
 
     return make
 
@@ -172,9 +173,11 @@ def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[s
     # reusing the trial actors (see hat_ray.search.pool). Scores the pool journaled before an
     # interruption are answered from its cache on --resume.
     journal = out / "scored.jsonl"
+    low = getattr(engine, "low_fidelity", 1.0)  # successive halving: the slice new Archs are first scored on
+    slices = {low: slice_batches(batches, low, options.seed)} if low < 1.0 else None
     pool = start_pool(weights, batches, options.scorers, name, options.cpus, options.threads_per_scorer,
                       options.use_gpu, cache=read_journal(journal) if resume else None, hold=True, journal=journal,
-                      slots=options.scorer_slots)
+                      slots=options.scorer_slots, slices=slices)
     in_flight, per_trial = trial_shape(engine.generational, options.scorers * options.scorer_slots)
     started = time.time()
     try:
@@ -201,6 +204,12 @@ def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[s
             "between_batches_seconds": round(stats["between_batches_seconds"], 3),
             "engine_ask_seconds": round(searcher.ask_seconds, 3),
             "trial_actors": stats["trial_actors"]}
+    if slices:
+        full = engine.full_scores()
+        info["multi_fidelity"] = {"fidelity": low, "slice_pairs": sum(len(b["target"]) for b in slices[low]),
+                                  "valid_pairs": sum(len(b["target"]) for b in batches),
+                                  "full_fidelity_evaluations": len(full),
+                                  "slice_only_evaluations": len(engine.scores) - len(full)}
     top, measured = None, None
     if measure_profiles:
         t0 = time.time()

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from hat_ray.arch import Arch
-from hat_ray.data.batching import Batch
+from hat_ray.data.batching import Batch, EncodedCorpus, collate, make_batches
 from hat_ray.model.transformer import ModelConfig, Transformer, model_from_tensors
+from hat_ray.tokens import PAD
 from hat_ray.train.loss import validation_loss
 
 
@@ -63,6 +64,28 @@ def unpack_batches(packed: Sequence[dict[str, np.ndarray]]) -> list[Batch]:
             out.append(Batch(torch.from_numpy(b["src"]), torch.from_numpy(b["prev"]), target, ntok,
                              np.arange(len(target))))
     return out
+
+
+def slice_batches(packed: Sequence[dict[str, np.ndarray]], fraction: float, seed: int = 0
+                  ) -> list[dict[str, np.ndarray]]:
+    """A fixed random share ``fraction`` of the sentence pairs of packed validation batches (at
+    least one pair), re-batched by length with the same padded-size budget as the largest of
+    ``packed`` (the multi-fidelity search's slice, :class:`hat_ray.search.evolution.HatEvolution`).
+    Deterministic in ``(packed, fraction, seed)``."""
+    src = [row[row != PAD] for b in packed for row in b["src"]]  # sources are left-, targets right-padded
+    tgt = [row[row != PAD] for b in packed for row in b["target"]]
+    rng = np.random.default_rng([seed, 16])
+    chosen = np.sort(rng.choice(len(src), size=max(1, round(fraction * len(src))), replace=False))
+    src_lens, tgt_lens = (np.array([len(x[i]) for i in chosen]) for x in (src, tgt))
+    budget = max(b["src"].shape[0] * max(b["src"].shape[1], b["target"].shape[1]) for b in packed)
+    flat = EncodedCorpus(*_offsets([src[i] for i in chosen]), *_offsets([tgt[i] for i in chosen]))
+    return pack_batches([collate(flat, idx) for idx in make_batches(src_lens, tgt_lens, budget, seed=None)])
+
+
+def _offsets(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum([len(r) for r in rows], out=offsets[1:])
+    return np.concatenate(rows).astype(np.int32), offsets
 
 
 @dataclass

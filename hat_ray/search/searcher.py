@@ -12,9 +12,12 @@
   generation barrier and ``Searcher.FINISHED`` when the engine is done.
 - Survives None / NaN / errored results (the engine records them as failed, never re-asks).
 - ``save``/``restore`` write plain, versioned JSON (engine state, in-flight trials), atomically.
+- A trial's candidates carry the share of the validation set they are scored on (``fidelity``:
+  the engine's ``rung_fidelity`` when it handed them out; below 1 for the slice rung of a
+  successive-halving search), and are recorded with it.
 - Every recorded evaluation is appended (fsync) to an evaluation log. A resumed search builds
-  a fresh engine with the same seed and passes the log as ``cache``: Archs the engine asks for
-  that are in the cache are answered at once, in the engine's own order (so the generational
+  a fresh engine with the same seed and passes the log as ``cache`` ({(Arch, fidelity): loss}):
+  Archs the engine asks for that are in the cache (at that fidelity) are answered at once, in the engine's own order (so the generational
   engine retraces the interrupted run exactly), and nothing is evaluated twice.
 """
 
@@ -35,23 +38,24 @@ from hat_ray.arch import Arch
 from hat_ray.search.evolution import Engine
 
 log = logging.getLogger(__name__)
-SEARCHER_VERSION = 2  # 2: a trial carries a batch of Archs
+SEARCHER_VERSION = 3  # 2: a trial carries a batch of Archs; 3: each with its fidelity
+Asked = tuple[Arch, float]  # an Arch and the share of the validation set it is scored on
 
 
 class EvolutionSearcher(Searcher):
-    def __init__(self, engine: Engine, make_config: Callable[[Arch], dict[str, Any]],
+    def __init__(self, engine: Engine, make_config: Callable[[list[Asked]], dict[str, Any]],
                  max_concurrent: int = 2, log_path: str | Path | None = None,
                  on_record: Callable[[Arch, float, int], None] | None = None,
-                 cache: dict[Arch, float | None] | None = None,
+                 cache: dict[Asked, float | None] | None = None,
                  notify: Callable[[str, str], None] | None = None, batch: int = 1,
                  metric: str = "valid_loss", mode: str = "min") -> None:
         super().__init__(metric=metric, mode=mode)
         self.engine = engine
-        self.make_config = make_config  # [Arch, ...] -> a trial's config (score_trial's input)
+        self.make_config = make_config  # [(Arch, fidelity), ...] -> a trial's config (score_trial's input)
         self.max_concurrent = max_concurrent
         self.batch = max(1, int(batch))
         self.ask_seconds = 0.0  # time in the engine handing out Archs (breeding, feasibility checks)
-        self.live: dict[str, list[Arch]] = {}
+        self.live: dict[str, list[Asked]] = {}
         self.log_path = Path(log_path) if log_path else None
         self.on_record = on_record
         self.cache = dict(cache or {})
@@ -85,27 +89,29 @@ class EvolutionSearcher(Searcher):
             self.notify("expect", trial_id)
         return self.make_config(archs)
 
-    def _ask_batch(self) -> list[Arch]:
+    def _ask_batch(self) -> list[Asked]:
         """The Archs of one trial: all the engine hands out now (a generation) for a generational
         engine, else up to ``batch``."""
         started = time.perf_counter()
         limit = None if self.engine.generational else self.batch
-        archs: list[Arch] = []
+        archs: list[Asked] = []
         while limit is None or len(archs) < limit:
-            arch = self._ask()
-            if arch is None:
+            asked = self._ask()
+            if asked is None:
                 break
-            archs.append(arch)
+            archs.append(asked)
         self.ask_seconds += time.perf_counter() - started
         return archs
 
-    def _ask(self) -> Arch | None:
-        """Next Arch to evaluate; Archs with a known result (resume cache) are answered here."""
+    def _ask(self) -> Asked | None:
+        """Next Arch to evaluate and its fidelity; Archs with a known result at that fidelity
+        (resume cache) are answered here."""
         arch = self.engine.ask()
-        while arch is not None and arch in self.cache:
-            self.record(arch, self.cache.pop(arch), log_it=False)
+        while arch is not None and (arch, self.engine.rung_fidelity) in self.cache:
+            fidelity = self.engine.rung_fidelity
+            self.record(arch, self.cache.pop((arch, fidelity)), fidelity, log_it=False)
             arch = self.engine.ask()
-        return arch
+        return None if arch is None else (arch, self.engine.rung_fidelity)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         archs = self.live.pop(trial_id, None)
@@ -113,43 +119,46 @@ class EvolutionSearcher(Searcher):
             self.notify("forget", trial_id)
         config = result.get("config") if result else None
         if archs is None and isinstance(config, dict) and "candidates" in config:
-            archs = [Arch.from_dict(c["arch"]) for c in config["candidates"]]  # a trial restored by Tune
+            archs = [(Arch.from_dict(c["arch"]), float(c.get("fidelity", 1.0)))  # a trial restored by Tune
+                     for c in config["candidates"]]
         if archs is None:
             log.warning("result for unknown trial %s ignored", trial_id)
             return
         losses = result.get("losses") if not error and result is not None else None
         if not isinstance(losses, list) or len(losses) != len(archs):
             losses = [None] * len(archs)  # an errored trial: its candidates count as failed
-        for arch, value in zip(archs, losses):
-            self.record(arch, float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None)
+        for (arch, fidelity), value in zip(archs, losses):
+            self.record(arch, float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None,
+                        fidelity)
 
-    def record(self, arch: Arch, loss: float | None, log_it: bool = True) -> None:
-        """Tell the engine and append to the evaluation log (first result per Arch only)."""
-        if arch in self.engine.scores:
+    def record(self, arch: Arch, loss: float | None, fidelity: float = 1.0, log_it: bool = True) -> None:
+        """Tell the engine and append to the evaluation log (first result per Arch and fidelity
+        only). ``on_record`` hears full-fidelity results only (a slice's loss is on another scale)."""
+        if self.engine.scored_at(arch) >= fidelity:
             return
-        self.engine.tell(arch, loss)
+        self.engine.tell(arch, loss, fidelity)
         n = len(self.engine.scores)
         if self.log_path is not None and log_it:
             line = json.dumps({"n": n, "key": arch.key(), "arch": arch.to_dict(), "valid_loss": loss,
-                               "time": time.time()})
+                               "fidelity": fidelity, "time": time.time()})
             with open(self.log_path, "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-        if self.on_record is not None:
+        if self.on_record is not None and fidelity >= 1.0:
             self.on_record(arch, self.engine.scores[arch], n)
 
     # ---- state ----
     def get_state(self) -> dict[str, Any]:
         return {"version": SEARCHER_VERSION, "engine": self.engine.state_dict(),
-                "live": {tid: [a.to_dict() for a in archs] for tid, archs in self.live.items()},
+                "live": {tid: [[a.to_dict(), f] for a, f in archs] for tid, archs in self.live.items()},
                 "max_concurrent": self.max_concurrent, "batch": self.batch}
 
     def set_state(self, state: dict[str, Any]) -> None:
         if state.get("version") != SEARCHER_VERSION:
             raise ValueError(f"searcher state version {state.get('version')} != {SEARCHER_VERSION}")
         self.engine.load_state_dict(state["engine"])
-        self.live = {tid: [Arch.from_dict(a) for a in archs] for tid, archs in state["live"].items()}
+        self.live = {tid: [(Arch.from_dict(a), f) for a, f in archs] for tid, archs in state["live"].items()}
         self.max_concurrent = state["max_concurrent"]
         self.batch = state["batch"]
 
@@ -175,6 +184,7 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def log_cache(path: str | Path) -> dict[Arch, float | None]:
-    """{Arch: loss} of an evaluation log (the resume cache)."""
-    return {Arch.from_dict(e["arch"]): e["valid_loss"] for e in read_log(path)}
+def log_cache(path: str | Path) -> dict[Asked, float | None]:
+    """{(Arch, fidelity): loss} of an evaluation log (the resume cache; entries written before
+    fidelities were recorded are full-fidelity)."""
+    return {(Arch.from_dict(e["arch"]), float(e.get("fidelity", 1.0))): e["valid_loss"] for e in read_log(path)}

@@ -15,15 +15,17 @@ from ray import tune
 
 
 def score_trial(config: dict[str, Any]) -> None:
-    """Queue every candidate of ``config["candidates"]`` on the pool at once and report, in one
-    result: ``losses`` (bits, in the candidates' order; NaN for a candidate that failed),
-    ``valid_loss`` (the batch's best), and counts and seconds of the batch."""
+    """Queue every candidate of ``config["candidates"]`` on the pool at once (each on its
+    ``fidelity``: the share of the validation set, default all) and report, in one result:
+    ``losses`` (bits, in the candidates' order; NaN for a candidate that failed), ``valid_loss``
+    (the batch's best), ``fidelity`` (the batch's lowest), and counts and seconds of the batch."""
     pool = ray.get_actor(config["pool"], namespace=config.get("namespace"))
     candidates = config["candidates"]
     order = dispatch_order(candidates)
     scored = ray.get(pool.score_many.remote([candidates[i]["arch"] for i in order],
                                             trial=tune.get_context().get_trial_id(),
-                                            actor=ray.get_runtime_context().get_actor_id()))
+                                            actor=ray.get_runtime_context().get_actor_id(),
+                                            fidelities=[float(candidates[i].get("fidelity", 1.0)) for i in order]))
     results: list[dict[str, Any]] = [{}] * len(candidates)
     for i, result in zip(order, scored):
         results[i] = result
@@ -37,6 +39,7 @@ def score_trial(config: dict[str, Any]) -> None:
         "failed": len(candidates) - len(finite),
         "cached": sum(bool(r.get("cached")) for r in results),
         "score_seconds": float(sum(r.get("seconds", 0.0) for r in results)),
+        "fidelity": min((float(c.get("fidelity", 1.0)) for c in candidates), default=1.0),
     }
     if best is not None:  # the batch's best candidate, as one trial per candidate reported it
         metrics.update({"arch_key": best["key"], "params": int(best["params"]), "flops": int(best["flops"])})
