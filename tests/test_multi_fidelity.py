@@ -220,3 +220,17 @@ def test_run_search_with_successive_halving(ray_local, tmp_path):
                         abs_tol=1e-5)
     journal = read_journal(tmp_path / "sh" / "scored.jsonl")
     assert len(journal) == 22 + 7 and sum("@" in k for k in journal) == 22
+
+
+def test_pipeline_takes_fidelity_for_hat_and_refuses_it_for_an_algorithm_without_it(tmp_path):
+    from hat_ray.errors import ConfigError
+    from hat_ray.pipeline.config import Experiment
+
+    experiment = {"name": "t", "space": "demo", "out": str(tmp_path / "o"),
+                  "devices": [{"profile": "local_cpu", "limits_ms": [30]}],
+                  "supernet": {"max_updates": 1}, "train": {"max_updates": 1},
+                  "search": {"algorithm": "hat", "fidelity": 0.0625, "promote": 0.5}}
+    kwargs = Experiment.from_dict(experiment).search.engine().kwargs("hat")
+    assert kwargs["fidelity"] == 0.0625 and kwargs["promote"] == 0.5
+    with pytest.raises(ConfigError, match=r"search.fidelity is set but search.algorithm random does not use it"):
+        Experiment.from_dict({**experiment, "search": {"algorithm": "random", "fidelity": 0.5}})

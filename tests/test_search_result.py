@@ -144,3 +144,15 @@ def test_arch_summary_is_what_search_and_evaluation_report(inputs):
     assert summary["predicted_ms"] == {"fake": pytest.approx(float(pred.predict([arch])[0]))}
     assert "predicted_ref" not in summary  # an ms predictor
     assert arch_summary(arch, space)["predicted_ms"] == {}
+
+
+def test_a_search_fingerprinted_before_the_fidelity_options_resumes(inputs):
+    """Options added later (EngineOptions.ADDED) compare as their default when a saved
+    fingerprint lacks them; a value away from it is a change."""
+    now = _fp(inputs, options=SearchOptions(algorithm="hat", scorers=2, seed=1,
+                                            engine_kwargs={**ENGINE, "fidelity": 1.0, "promote": 0.25}))
+    saved = _fp(inputs)  # ENGINE without fidelity / promote, as a search of an older version saved it
+    assert "fidelity" not in saved["engine"]["options"] and resume_changes(saved, now) == []
+    halving = _fp(inputs, options=SearchOptions(algorithm="hat", scorers=2, seed=1,
+                                                engine_kwargs={**ENGINE, "fidelity": 0.25}))
+    assert resume_changes(saved, halving) == ["--fidelity was 1.0, now 0.25"]

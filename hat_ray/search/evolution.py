@@ -281,7 +281,11 @@ class EngineOptions:
         """Every invalid value for ``algorithm`` (``prefix`` names where the values came from)."""
         if algorithm not in ENGINES:
             return [f"{prefix}algorithm must be one of {', '.join(ENGINES)}, got {algorithm!r}"]
-        return self.problems_of(ENGINES[algorithm].options, prefix)
+        used = ENGINES[algorithm].options
+        unused = [f.name for f in dataclasses.fields(self) if f.name not in used and getattr(self, f.name) != f.default]
+        out = [f"{prefix}{name} is set but {prefix}algorithm {algorithm} does not use it (it takes "
+               f"{', '.join(prefix + o for o in used) or 'none of these options'})" for name in unused]
+        return out + self.problems_of(used, prefix)
 
     def problems_of(self, used: tuple[str, ...], prefix: str = "") -> list[str]:
         """Every invalid value among the options ``used``."""
