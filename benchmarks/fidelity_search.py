@@ -5,7 +5,7 @@ Arch's loss on the whole validation set.
 One pipeline search target of a finished ``benchmarks/hat_multi30k.py`` run (``--run``,
 ``--target``: its supernet, latency predictor and limit) is searched with HAT's generational
 algorithm at the pipeline's size (population 40, 10 parents, 15 mutations, 15 crossovers, 6
-more generations) on the WHOLE validation split, once as HAT scores (every Arch on every pair)
+generations: 190 Archs) on the WHOLE validation split, once as HAT scores (every Arch on every pair)
 and once with ``--fidelity F --promote Q`` (a generation's new Archs on a fixed random share F
 of the pairs, the best share Q of them on all pairs), for each of ``--seeds`` (the same seed: the
 same first population). Both report the best Arch by its full-validation loss (a multi-fidelity

@@ -272,7 +272,7 @@ class EngineOptions:
     HELP = {"population": "Archs per generation (steady: random Archs before breeding)",
             "parents": "best Archs kept as parents", "mutations": "children by mutation per generation",
             "crossovers": "children by crossover per generation", "mutation_prob": "chance to resample each gene",
-            "iterations": "generations after the first",
+            "iterations": "generations scored, the first included (HAT's evo_iter)",
             "fidelity": "share of the validation pairs a generation's new Archs are first scored on "
                         "(successive halving; 1: every Arch on all of them, as HAT)",
             "promote": "share of those promoted from the --fidelity slice to the whole validation set"}
