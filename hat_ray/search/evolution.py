@@ -5,7 +5,8 @@ Every engine has the same ask/tell contract, which the Ray Tune searcher adapts:
 
 - ``ask() -> Arch | None``: an unscored, feasible Arch to evaluate, or None when nothing can be
   handed out now (a generation barrier, or the budget is used up). Never returns an Arch that is
-  already scored or in flight: scores are cached by Arch, parents are never re-scored.
+  in flight or already scored at ``rung_fidelity``: scores are cached by Arch, parents are never
+  re-scored.
 - ``tell(arch, loss, fidelity=1.0)``: the validation loss (bits) of an asked Arch, scored on the
   share ``fidelity`` of the validation pairs (``rung_fidelity`` when it was asked); None / NaN =
   failed (kept as +inf so it is never selected, and never retried).
