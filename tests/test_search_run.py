@@ -120,7 +120,10 @@ def test_run_search_two_scorers(ray_local, tmp_path):
         assert math.isclose(entry["valid_loss"], validation_loss(model, Arch.from_dict(entry["arch"]),
                                                                  random_batches()), abs_tol=1e-5)
     assert list((tmp_path / "tune").iterdir())
-    assert list((tmp_path / "tb").iterdir())
+    # the search's own TensorBoard scalars are all written when run_search returns
+    board = _scalars(tmp_path / "tb")
+    assert len(board["search/valid_loss"]) == result["evaluations"] - result["failed"]
+    assert min(v for _, v in board["search/best_valid_loss"]) == pytest.approx(best["valid_loss"])
 
 
 def test_scorer_threads_reserve_cpus(ray_local):
@@ -167,3 +170,40 @@ def test_a_batch_is_dispatched_most_flops_first():
     from hat_ray.search.trial import dispatch_order
 
     assert dispatch_order([{"flops": 5}, {"flops": 9}, {"flops": 1}, {"flops": 7}]) == [1, 3, 0, 2]
+
+
+def _scalars(folder):
+    """{tag: [(step, value)]} of the TensorBoard event files in ``folder`` (TFRecord framing)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    out: dict[str, list] = {}
+    for path in sorted(folder.iterdir()):
+        data, pos = path.read_bytes(), 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                out.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return out
+
+
+def test_a_batch_is_recorded_at_once_log_and_tensorboard(tmp_path):
+    from hat_ray.search.run import _BestSoFar
+
+    heard = []
+    engine = RandomSearch(tiny_space(), limit(30), seed=0, budget=20)
+    board = _BestSoFar(tmp_path / "tb", limit(30))
+    searcher = EvolutionSearcher(engine, _config, max_concurrent=1, batch=4, log_path=tmp_path / "log.jsonl",
+                                 on_record=lambda records: (heard.append(list(records)), board(records)))
+    config = searcher.suggest("t0")
+    searcher.on_trial_complete("t0", _losses(config, [5.0, float("nan"), 4.0, 6.0]))
+    assert len(heard) == 1 and [n for _, _, n in heard[0]] == [1, 2, 3, 4]  # one call for the trial's batch
+    assert [e["valid_loss"] for e in read_log(tmp_path / "log.jsonl")] == [5.0, None, 4.0, 6.0]
+    board.close()
+    tags = _scalars(tmp_path / "tb")
+    assert tags["search/valid_loss"] == [(1, 5.0), (3, 4.0), (4, 6.0)]
+    assert tags["search/best_valid_loss"] == [(1, 5.0), (2, 5.0), (3, 4.0), (4, 4.0)]
+    assert [step for step, _ in tags["search/hypervolume"]] == [4] and tags["search/hypervolume"][0][1] > 0

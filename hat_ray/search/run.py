@@ -113,22 +113,32 @@ class _BestSoFar:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "writer": None}
 
-    def __call__(self, arch: Arch, loss: float, n: int) -> None:
+    def __call__(self, records: list[tuple[Arch, float, int]]) -> None:
+        """A batch of (Arch, loss, evaluation number): best and loss per evaluation, the
+        hypervolume once per batch (it is over every point so far), one flush."""
         if self.writer is None:
             from tensorboardX import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.logdir))
-        if math.isfinite(loss):
-            self.best = min(self.best, loss)
-        if math.isfinite(self.best):
-            self.writer.add_scalar("search/best_valid_loss", self.best, n)
-        if math.isfinite(loss):
-            self.writer.add_scalar("search/valid_loss", loss, n)
-            if len(self.constraints.items) == 1 and math.isfinite(self.constraints.items[0].limit_ms):
-                c = self.constraints.items[0]
-                self.points.append((loss, c.predict([arch])[0][0]))
-                self.writer.add_scalar("search/hypervolume", hypervolume(self.points, ref=(None, c.limit_ms)), n)
+            self.writer = SummaryWriter(str(self.logdir), flush_secs=10)  # a live view while the search runs
+        for _, loss, n in records:
+            if math.isfinite(loss):
+                self.best = min(self.best, loss)
+                self.writer.add_scalar("search/valid_loss", loss, n)
+            if math.isfinite(self.best):
+                self.writer.add_scalar("search/best_valid_loss", self.best, n)
+        ok = [(arch, loss) for arch, loss, _ in records if math.isfinite(loss)]
+        if ok and len(self.constraints.items) == 1 and math.isfinite(self.constraints.items[0].limit_ms):
+            c = self.constraints.items[0]
+            self.points += zip((loss for _, loss in ok), c.predict([arch for arch, _ in ok])[0])
+            self.writer.add_scalar("search/hypervolume", hypervolume(self.points, ref=(None, c.limit_ms)),
+                                   records[-1][2])
         self.writer.flush()
+
+    def close(self) -> None:
+        """Write out every queued event (the writer's thread batches them)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 def hypervolume(points: list[tuple[float, float]], ref: tuple[float | None, float]) -> float:
@@ -181,13 +191,17 @@ def run_search(space: SearchSpace, weights: dict[str, Any], batches: list[dict[s
     in_flight, per_trial = trial_shape(engine.generational, options.scorers * options.scorer_slots)
     started = time.time()
     try:
+        board = _BestSoFar(out / "tb", constraints)
         searcher = EvolutionSearcher(engine, _make_config(space, constraints, f"{name}-pool", namespace),
                                      max_concurrent=in_flight, batch=per_trial, log_path=log_path,
-                                     on_record=_BestSoFar(out / "tb", constraints), cache=cache,
+                                     on_record=board, cache=cache,
                                      notify=lambda event, trial: getattr(pool, event).remote(trial))
         fit_started = time.time()
         with contextlib.redirect_stdout(sys.stderr), _quiet_tune():  # keep stdout for results (--json)
-            _tuner(out, searcher, attempt=_next_attempt(out)).fit()
+            try:
+                _tuner(out, searcher, attempt=_next_attempt(out)).fit()
+            finally:
+                board.close()
         fit_seconds = time.time() - fit_started
         stats = ray.get(pool.stats.remote())
     finally:

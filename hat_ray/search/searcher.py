@@ -45,7 +45,7 @@ Asked = tuple[Arch, float]  # an Arch and the share of the validation set it is 
 class EvolutionSearcher(Searcher):
     def __init__(self, engine: Engine, make_config: Callable[[list[Asked]], dict[str, Any]],
                  max_concurrent: int = 2, log_path: str | Path | None = None,
-                 on_record: Callable[[Arch, float, int], None] | None = None,
+                 on_record: Callable[[list[tuple[Arch, float, int]]], None] | None = None,
                  cache: dict[Asked, float | None] | None = None,
                  notify: Callable[[str, str], None] | None = None, batch: int = 1,
                  metric: str = "valid_loss", mode: str = "min") -> None:
@@ -127,26 +127,37 @@ class EvolutionSearcher(Searcher):
         losses = result.get("losses") if not error and result is not None else None
         if not isinstance(losses, list) or len(losses) != len(archs):
             losses = [None] * len(archs)  # an errored trial: its candidates count as failed
-        for (arch, fidelity), value in zip(archs, losses):
-            self.record(arch, float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None,
-                        fidelity)
+        self.record_many([(arch, float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None, fidelity)
+                          for (arch, fidelity), v in zip(archs, losses)])
 
     def record(self, arch: Arch, loss: float | None, fidelity: float = 1.0, log_it: bool = True) -> None:
-        """Tell the engine and append to the evaluation log (first result per Arch and fidelity
-        only). ``on_record`` hears full-fidelity results only (a slice's loss is on another scale)."""
-        if self.engine.scored_at(arch) >= fidelity:
-            return
-        self.engine.tell(arch, loss, fidelity)
-        n = len(self.engine.scores)
-        if self.log_path is not None and log_it:
-            line = json.dumps({"n": n, "key": arch.key(), "arch": arch.to_dict(), "valid_loss": loss,
-                               "fidelity": fidelity, "time": time.time()})
+        """Tell the engine and append to the evaluation log (first result per Arch and fidelity only)."""
+        self.record_many([(arch, loss, fidelity)], log_it)
+
+    def record_many(self, results: list[tuple[Arch, float | None, float]], log_it: bool = True) -> None:
+        """:meth:`record` for a trial's batch: the engine hears each result, the evaluation log gets
+        them in one append and one fsync (an fsync per candidate cost ~4 ms each on this VM: ~0.4 s
+        of idle scorers at every generation barrier), ``on_record`` the full-fidelity ones in one
+        call (a slice's loss is on another scale)."""
+        lines: list[str] = []
+        heard: list[tuple[Arch, float, int]] = []
+        for arch, loss, fidelity in results:
+            if self.engine.scored_at(arch) >= fidelity:
+                continue
+            self.engine.tell(arch, loss, fidelity)
+            n = len(self.engine.scores)
+            if log_it:
+                lines.append(json.dumps({"n": n, "key": arch.key(), "arch": arch.to_dict(), "valid_loss": loss,
+                                         "fidelity": fidelity, "time": time.time()}) + "\n")
+            if fidelity >= 1.0:
+                heard.append((arch, self.engine.scores[arch], n))
+        if self.log_path is not None and lines:
             with open(self.log_path, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
+                fh.write("".join(lines))
                 fh.flush()
                 os.fsync(fh.fileno())
-        if self.on_record is not None and fidelity >= 1.0:
-            self.on_record(arch, self.engine.scores[arch], n)
+        if self.on_record is not None and heard:
+            self.on_record(heard)
 
     # ---- state ----
     def get_state(self) -> dict[str, Any]:
