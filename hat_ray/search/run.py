@@ -45,8 +45,8 @@ from hat_ray.search.constraints import Constraints
 from hat_ray.search.evolution import make_engine
 from hat_ray.search.pool import read_journal, start_pool
 from hat_ray.search.report import top_candidates, write_outputs
-from hat_ray.search.scorer import slice_batches
 from hat_ray.search.result import SearchFolder, SearchResult, search_fingerprint
+from hat_ray.search.scorer import slice_batches
 from hat_ray.search.searcher import EvolutionSearcher, log_cache
 from hat_ray.search.trial import score_trial
 from hat_ray.space import SearchSpace
