@@ -73,6 +73,9 @@ class ScorerActor:
         """Score ``arch`` on the share ``fidelity`` of the validation set (one of the pool's)."""
         slot = self.slots.get()
         try:
+            if fidelity not in slot:
+                raise ValueError(f"no validation slice of share {fidelity} on this scorer (it has "
+                                 f"{sorted(slot)}): start the pool with it in start_pool(slices=...)")
             scorer = slot[fidelity]
             result = scorer.score(Arch.from_dict(arch))
         finally:
