@@ -234,3 +234,18 @@ def test_pipeline_takes_fidelity_for_hat_and_refuses_it_for_an_algorithm_without
     assert kwargs["fidelity"] == 0.0625 and kwargs["promote"] == 0.5
     with pytest.raises(ConfigError, match=r"search.fidelity is set but search.algorithm random does not use it"):
         Experiment.from_dict({**experiment, "search": {"algorithm": "random", "fidelity": 0.5}})
+
+
+def test_a_pool_asked_for_a_slice_it_lacks_fails_that_candidate_clearly(ray_local):
+    import ray
+
+    from hat_ray.search.pool import start_pool
+
+    pool = start_pool(pack_weights(tiny_super()), pack_batches(random_batches()), 1, "no-slice-test")
+    try:
+        arch = tiny_space().sample(np.random.default_rng(0)).to_dict()
+        ok, missing = ray.get(pool.score_many.remote([arch, arch], fidelities=[1.0, 0.5]))
+        assert ok["loss"] is not None and missing["loss"] is None
+        assert "no validation slice of share 0.5" in missing["error"]
+    finally:
+        ray.kill(pool)
