@@ -488,7 +488,7 @@ def test_a_failed_rename_leaves_every_previous_output_intact(tmp_path, monkeypat
 
 # Writes that are NOT temp+rename, each with the reason it is safe.
 APPEND_ONLY = {
-    ("search/searcher.py", "record"): "evaluation log: append + fsync per line; a torn last line is skipped",
+    ("search/searcher.py", "record_many"): "evaluation log: append + fsync per trial batch; a torn last line is skipped",
     ("search/searcher.py", "save"): "Tune writes searcher state into its own temp folder and renames it",
     ("latency/dataset.py", "__init__"): "JournalWriter: append + fsync per row; a torn last line is skipped",
     ("search/pool.py", "__init__"): "ScorerPool's score journal: append + flush per line; a torn last line is skipped",
