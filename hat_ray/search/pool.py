@@ -244,7 +244,8 @@ class ScorerPool:
             self.all_arrived.set()
 
     async def _score(self, arch: dict[str, Any], fidelity: float = 1.0) -> dict[str, Any]:
-        key = cache_key(Arch.from_dict(arch).key(), fidelity)
+        arch_key = Arch.from_dict(arch).key()
+        key = cache_key(arch_key, fidelity)
         if key in self.cache:
             self.cache_hits += 1
             return {"loss": self.cache[key], "seconds": 0.0, "cached": True}
@@ -276,15 +277,14 @@ class ScorerPool:
             self.tokens_scored += int(result.get("tokens", 0))
             self.scored += 1
             self.cache[key] = result["loss"]
-            self._journal(key, result["loss"])
+            self._journal(arch_key, fidelity, result["loss"])
             return {**result, "cached": False, "attempts": attempt + 1}
         raise RuntimeError(f"candidate {key} failed on {self.max_retries + 1} scorers")
 
-    def _journal(self, key: str, loss: float) -> None:
+    def _journal(self, key: str, fidelity: float, loss: float) -> None:
         if self.journal is None:
             return
-        arch_key, _, fidelity = key.partition("@")
-        entry = {"key": arch_key, "loss": loss, **({"fidelity": float(fidelity)} if fidelity else {})}
+        entry = {"key": key, "loss": loss, **({"fidelity": fidelity} if fidelity < 1.0 else {})}
         self.journal.write(json.dumps(entry) + "\n")
         self.journal.flush()
         if time.monotonic() - self.synced > 1.0:
