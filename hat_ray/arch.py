@@ -88,7 +88,7 @@ class Arch:
                 problems.append(f"{key} must be an integer, got {value!r}")
         for key in LAYER_KEYS:
             value = getattr(self, key)
-            if not isinstance(value, tuple) or not all(_is_int(v) for v in value):
+            if not isinstance(value, tuple) or not all(map(_is_int, value)):
                 problems.append(f"{key} must be a tuple of integers, got {value!r}")
         if not problems:
             problems += _length_problems(self)
@@ -222,7 +222,8 @@ def parse_arch(data: Mapping[str, Any], source: str = "arch") -> Arch:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    # type(...) is int first: every Arch a search breeds is checked here (tens of thousands)
+    return type(value) is int or (isinstance(value, (int, np.integer)) and not isinstance(value, bool))
 
 
 def _length_problems(arch: Arch) -> list[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -197,18 +198,12 @@ class SearchSpace:
     # ---- operators (explicit generator) ----
     def sample(self, rng: np.random.Generator) -> Arch:
         """Uniform over each choice, independently per layer (HAT's sampler)."""
-        return self.from_gene(self.random_gene(rng))
+        return self._from_flat(self._random_flat(rng).tolist())
 
     def random_gene(self, rng: np.random.Generator) -> dict[str, Any]:
         """A full gene: scalars, layer counts and per-layer values for EVERY layer slot up to
         the maximum depth (inactive slots included, as in HAT's evolution)."""
-        gene: dict[str, Any] = {}
-        for key in (*SCALAR_KEYS, "encoder_layers", "decoder_layers"):
-            gene[key] = _pick(self.choices[key], rng)
-        for key in LAYER_KEYS:
-            n = self.max_layers(key)
-            gene[key] = [_pick(self.choices[key], rng) for _ in range(n)]
-        return gene
+        return self._gene_dict(self._random_flat(rng).tolist())
 
     def max_layers(self, key: str) -> int:
         stack = "encoder" if key in ENCODER_LAYER_KEYS else "decoder"
@@ -216,15 +211,7 @@ class SearchSpace:
 
     def to_gene(self, arch: Arch, rng: np.random.Generator) -> dict[str, Any]:
         """Full gene of ``arch``; inactive layer slots are filled with random choices."""
-        gene = self.random_gene(rng)
-        for key in SCALAR_KEYS:
-            gene[key] = getattr(arch, key)
-        gene["encoder_layers"] = arch.encoder_layers
-        gene["decoder_layers"] = arch.decoder_layers
-        for key in LAYER_KEYS:
-            active = list(getattr(arch, key))
-            gene[key] = active + gene[key][len(active):]
-        return gene
+        return self._gene_dict(self._arch_flat(arch, rng))
 
     def from_gene(self, gene: Mapping[str, Any]) -> Arch:
         """Truncate a full gene to its active layers. Arbitrary attention values that would
@@ -236,35 +223,81 @@ class SearchSpace:
             kwargs[key] = tuple(int(v) for v in gene[key][:n_enc])
         for key in DECODER_LAYER_KEYS:
             kwargs[key] = tuple(int(v) for v in gene[key][:n_dec])
-        fit = [a for a in self.choices["decoder_arbitrary_ende_attn"] if encoder_layers_attended(a) <= n_enc]
-        kwargs["decoder_arbitrary_ende_attn"] = tuple(
-            a if encoder_layers_attended(a) <= n_enc else max(fit, key=encoder_layers_attended)
-            for a in kwargs["decoder_arbitrary_ende_attn"]
-        )
-        return Arch(**kwargs)
+        return self._clamped(kwargs, n_enc)
 
     def mutate(self, arch: Arch, rng: np.random.Generator, prob: float = 0.3) -> Arch:
         """Resample each gene (scalars, depths and every layer slot) with probability ``prob``."""
-        gene = self.to_gene(arch, rng)
-        fresh = self.random_gene(rng)
-        for key, value in gene.items():
-            if isinstance(value, list):
-                gene[key] = [fresh[key][i] if rng.random() < prob else v for i, v in enumerate(value)]
-            elif rng.random() < prob:
-                gene[key] = fresh[key]
-        return self.from_gene(gene)
+        gene = self._arch_flat(arch, rng)
+        fresh = self._random_flat(rng)
+        resample = rng.random(len(gene)) < prob
+        return self._from_flat(np.where(resample, fresh, gene).tolist())
 
     def crossover(self, a: Arch, b: Arch, rng: np.random.Generator) -> Arch:
         """Each gene position from ``a`` or ``b`` with probability 0.5."""
-        ga, gb = self.to_gene(a, rng), self.to_gene(b, rng)
-        child: dict[str, Any] = {}
-        for key, va in ga.items():
-            vb = gb[key]
-            if isinstance(va, list):
-                child[key] = [x if rng.random() < 0.5 else y for x, y in zip(va, vb, strict=True)]
+        ga, gb = self._arch_flat(a, rng), self._arch_flat(b, rng)
+        from_a = rng.random(len(ga)) < 0.5
+        return self._from_flat(np.where(from_a, ga, gb).tolist())
+
+    # ---- the flat gene (the operators' hot path: a search breeds tens of thousands of Archs) ----
+    # One list of values in the order of _gene_slots(): scalars, depths, then every layer slot of
+    # each LAYER_KEYS entry. Drawing all positions with one rng.integers(0, highs) call consumes
+    # the generator exactly as one rng.integers(n) call per position in that order did (checked
+    # by tests/test_space.py), so seeded searches keep their trajectories.
+    @cached_property
+    def _gene_slots(self) -> tuple[tuple[tuple[str, int, int], ...], np.ndarray, np.ndarray]:
+        """((key, start, length) per gene key, highs, padded choice table) of the flat gene."""
+        slots, start, options = [], 0, []
+        for key in (*SCALAR_KEYS, "encoder_layers", "decoder_layers"):
+            slots.append((key, start, 0))
+            options.append(self.choices[key])
+            start += 1
+        for key in LAYER_KEYS:
+            n = self.max_layers(key)
+            slots.append((key, start, n))
+            options += [self.choices[key]] * n
+            start += n
+        width = max(len(o) for o in options)
+        table = np.array([[*o, *[o[-1]] * (width - len(o))] for o in options], dtype=np.int64)
+        return tuple(slots), np.array([len(o) for o in options], dtype=np.int64), table
+
+    def _random_flat(self, rng: np.random.Generator) -> np.ndarray:
+        _, highs, table = self._gene_slots
+        return table[np.arange(len(highs)), rng.integers(0, highs)]
+
+    def _arch_flat(self, arch: Arch, rng: np.random.Generator) -> list[int]:
+        """``arch``'s flat gene; inactive slots random (the draws of :meth:`random_gene`)."""
+        flat = self._random_flat(rng).tolist()
+        for key, start, n in self._gene_slots[0]:
+            if n == 0:
+                flat[start] = getattr(arch, key)
             else:
-                child[key] = va if rng.random() < 0.5 else vb
-        return self.from_gene(child)
+                active = getattr(arch, key)
+                flat[start:start + len(active)] = active
+        return flat
+
+    def _gene_dict(self, flat: list[int]) -> dict[str, Any]:
+        return {key: flat[start:start + n] if n else flat[start] for key, start, n in self._gene_slots[0]}
+
+    def _from_flat(self, flat: list[int]) -> Arch:
+        """:meth:`from_gene` of a flat gene."""
+        slots = {key: (start, n) for key, start, n in self._gene_slots[0]}
+        n_enc, n_dec = flat[slots["encoder_layers"][0]], flat[slots["decoder_layers"][0]]
+        kwargs: dict[str, Any] = {k: flat[slots[k][0]] for k in SCALAR_KEYS}
+        for keys, depth in ((ENCODER_LAYER_KEYS, n_enc), (DECODER_LAYER_KEYS, n_dec)):
+            for key in keys:
+                start = slots[key][0]
+                kwargs[key] = tuple(flat[start:start + depth])
+        return self._clamped(kwargs, n_enc)
+
+    def _clamped(self, kwargs: dict[str, Any], n_enc: int) -> Arch:
+        """The Arch of ``kwargs`` with arbitrary attention clamped to the ``n_enc`` encoder layers."""
+        attn = kwargs["decoder_arbitrary_ende_attn"]
+        if any(encoder_layers_attended(a) > n_enc for a in attn):
+            fit = [a for a in self.choices["decoder_arbitrary_ende_attn"] if encoder_layers_attended(a) <= n_enc]
+            widest = max(fit, key=encoder_layers_attended)
+            kwargs["decoder_arbitrary_ende_attn"] = tuple(a if encoder_layers_attended(a) <= n_enc else widest
+                                                          for a in attn)
+        return Arch(**kwargs)
 
     def largest(self) -> Arch:
         """Every choice at its maximum (arbitrary attention: most encoder layers)."""

@@ -8,7 +8,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hat_ray.arch import FEATURE_NAMES, Arch, parse_arch
+from hat_ray.arch import FEATURE_NAMES, LAYER_KEYS, Arch, parse_arch
 from hat_ray.errors import ArchError, ConfigError
 from hat_ray.resources import bundled_names
 from hat_ray.space import SearchSpace
@@ -121,6 +121,58 @@ def test_operators_are_deterministic_and_explore():
     # each child takes every active gene from one of its parents
     for kid in kids:
         assert kid.encoder_embed_dim in (parent.encoder_embed_dim, other.encoder_embed_dim)
+
+
+def _reference_gene(space, rng):
+    """HAT's gene drawn one rng.integers(n) call per position (the operators' original form)."""
+    gene = {k: int(space.choices[k][rng.integers(len(space.choices[k]))])
+            for k in ("encoder_embed_dim", "decoder_embed_dim", "encoder_layers", "decoder_layers")}
+    for key in LAYER_KEYS:
+        gene[key] = [int(space.choices[key][rng.integers(len(space.choices[key]))]) for _ in range(space.max_layers(key))]
+    return gene
+
+
+def _reference_arch_gene(space, arch, rng):
+    gene = _reference_gene(space, rng)
+    for key in gene:
+        value = getattr(arch, key)
+        gene[key] = list(value) + gene[key][len(value):] if isinstance(value, tuple) else value
+    return gene
+
+
+def _reference_mutate(space, arch, rng, prob):
+    gene, fresh = _reference_arch_gene(space, arch, rng), _reference_gene(space, rng)
+    for key, value in gene.items():
+        if isinstance(value, list):
+            gene[key] = [fresh[key][i] if rng.random() < prob else v for i, v in enumerate(value)]
+        elif rng.random() < prob:
+            gene[key] = fresh[key]
+    return space.from_gene(gene)
+
+
+def _reference_crossover(space, a, b, rng):
+    ga, gb = _reference_arch_gene(space, a, rng), _reference_arch_gene(space, b, rng)
+    child = {k: [x if rng.random() < 0.5 else y for x, y in zip(v, gb[k])] if isinstance(v, list)
+             else (v if rng.random() < 0.5 else gb[k]) for k, v in ga.items()}
+    return space.from_gene(child)
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_operators_draw_the_generator_as_one_call_per_gene_position(name):
+    """The operators draw a whole gene in one rng.integers call (a search breeds tens of thousands
+    of Archs): the same Archs and the same generator state as one call per position, so seeded
+    searches keep their trajectories."""
+    space = SearchSpace.load(name)
+    fast, ref = np.random.default_rng(11), np.random.default_rng(11)
+    archs = [space.sample(fast) for _ in range(30)]
+    assert archs == [space.from_gene(_reference_gene(space, ref)) for _ in range(30)]
+    for i in range(60):
+        a, b, prob = archs[i % 30], archs[(7 * i + 3) % 30], (0.0, 0.3, 1.0)[i % 3]
+        assert space.mutate(a, fast, prob) == _reference_mutate(space, a, ref, prob)
+        assert space.crossover(a, b, fast) == _reference_crossover(space, a, b, ref)
+        assert space.to_gene(a, fast) == _reference_arch_gene(space, a, ref)
+        assert space.random_gene(fast) == _reference_gene(space, ref)
+    assert fast.bit_generator.state == ref.bit_generator.state
 
 
 def test_sampler_is_uniform_per_choice():
