@@ -23,6 +23,9 @@ algorithm; driver growth < 50 MB per 1,000 evaluations; a 2nd WMT scorer adds < 
     python benchmarks/search_scale.py --generations 3 --population 20 --parents 5 --mutations 8 \\
         --crossovers 7 --others-budget 40 --sections throughput,algorithms     # a quick check
 
+``--replay runs/search_scale/hat_2/evaluations.jsonl`` times the ``hat`` engine alone (no Ray) on
+the losses a throughput run logged: the same Archs in the same order, each generation's hand-out.
+
 Writes benchmarks/results/search_scale.json (``--json``) and prints a Markdown table. Ratios
 from one run; the machine is shared (its 1-minute load is recorded per run).
 """
@@ -87,7 +90,6 @@ def demo_inputs(args: argparse.Namespace) -> tuple[Any, dict[str, Any], list[Any
     import torch
 
     from hat_ray.model.transformer import build_super
-    from hat_ray.search.constraints import Constraint, Constraints
     from hat_ray.search.scorer import pack_batches, pack_weights
     from hat_ray.space import SearchSpace
 
@@ -95,10 +97,46 @@ def demo_inputs(args: argparse.Namespace) -> tuple[Any, dict[str, Any], list[Any
     space = SearchSpace.load("demo")
     weights = pack_weights(build_super(space, args.vocab, seed=0).eval())
     batches = pack_batches(random_batches(args.valid_sentences, args.vocab))
+    return space, weights, batches, demo_constraints(space, args.limit_quantile)
+
+
+def demo_constraints(space: Any, quantile: float) -> Any:
+    """The FLOPs-based latency limit at ``quantile`` of 500 random Archs of ``space``."""
+    from hat_ray.search.constraints import Constraint, Constraints
+
     predictor = AnalyticPredictor(space)
     rng = np.random.default_rng(0)
-    limit = float(np.quantile(predictor.predict([space.sample(rng) for _ in range(500)]), args.limit_quantile))
-    return space, weights, batches, Constraints([Constraint("local_cpu", limit, predictor)])
+    limit = float(np.quantile(predictor.predict([space.sample(rng) for _ in range(500)]), quantile))
+    return Constraints([Constraint("local_cpu", limit, predictor)])
+
+
+def replay(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine of a ``throughput`` search alone: a fresh ``hat`` engine (same settings and seed)
+    told the losses of the search's evaluation log, timing each generation's hand-out. Without
+    Ray, Tune or scoring; the Archs it asks must all be in the log (the same trajectory)."""
+    from hat_ray.search.evolution import make_engine
+    from hat_ray.search.searcher import read_log
+    from hat_ray.space import SearchSpace
+
+    losses = {e["key"]: e["valid_loss"] for e in read_log(args.replay)}
+    space = SearchSpace.load("demo")
+    engine = make_engine("hat", space, demo_constraints(space, args.limit_quantile), seed=0,
+                         population=args.population, parents=args.parents, mutations=args.mutations,
+                         crossovers=args.crossovers, iterations=args.generations)
+    per_generation, asked, missing = [], 0, 0
+    while not engine.finished:
+        start, batch = time.perf_counter(), []
+        while (arch := engine.ask()) is not None:
+            batch.append(arch)
+        per_generation.append(round(time.perf_counter() - start, 4))
+        if not batch:
+            break
+        for arch in batch:
+            missing += arch.key() not in losses
+            engine.tell(arch, losses.get(arch.key()))
+        asked += len(batch)
+    return {"log": str(args.replay), "logged": len(losses), "asked": asked, "not_in_log": missing,
+            "engine_ask_s": round(sum(per_generation), 3), "per_generation_s": per_generation}
 
 
 def one_search(inputs: tuple[Any, ...], out: Path, algorithm: str, scorers: int, engine_kwargs: dict[str, Any],
@@ -234,7 +272,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wmt-sentences", type=int, default=32)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "search_scale")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "search_scale.json")
+    p.add_argument("--replay", type=Path, metavar="EVALUATIONS_JSONL",
+                   help="run nothing else: time the engine alone on a throughput search's evaluation log")
     args = p.parse_args(argv)
+    if args.replay:
+        if not args.replay.is_file():
+            print(f"error: --replay {args.replay}: no such evaluation log (a throughput run writes "
+                  f"{args.out}/hat_2/evaluations.jsonl)", file=sys.stderr)
+            return 2
+        print(json.dumps(replay(args), indent=2))
+        return 0
     sections = set(args.sections.split(","))
     unknown = sections - {"throughput", "algorithms", "memory"}
     if unknown:

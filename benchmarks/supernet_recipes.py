@@ -7,7 +7,9 @@ each variant trains for the number of updates that the 2-core machine fits in ``
 1.81 s for an update at the largest / plain size, 1.30 s on average for a HAT-sampled Arch), then reports validation loss
 and greedy SacreBLEU of its largest, dense and smallest Arch on Multi30k's VALIDATION split (what a
 recipe is chosen on: ``chosen_on_valid`` in the JSON, best mean over seeds of the largest Arch's
-validation SacreBLEU) and on test2016 (reported only, issue 20). Same data, subword
+validation SacreBLEU; ``chosen_on_valid_loss``: best mean validation loss of its largest and
+smallest Arch) and on test2016 and the untouched test2017 flickr / mscoco and test2018 flickr
+splits (reported only, issue 20). Same data, subword
 model (trained once), batches, loss, optimizer and schedule as ``train_multi30k.py``.
 
 Variants (``--variants``, comma-separated; ``NAME@SEED`` for another seed):
@@ -47,6 +49,7 @@ from hat_ray.train.run import DataOptions, prepare_data
 from hat_ray.train.trainer import Trainer
 
 log = logging.getLogger("recipes")
+UNTOUCHED = ("test2017_flickr", "test2017_mscoco", "test2018_flickr")  # test sets nothing was tuned on (issue 20)
 COSTS_FROM = ROOT / "benchmarks" / "results" / "train_multi30k_40min_supernet_plain.json"
 
 
@@ -125,7 +128,8 @@ def run_variant(job: tuple[str, int]) -> dict:
 
     out = {"variant": label, "seed": seed, "updates": updates, "largest_first_updates": head, "train_s": train_s,
            "train_loss_last100": float(np.mean(losses[-100:])), "valid": valid, "sacrebleu_valid": bleu_on(valid_pairs),
-           "sacrebleu": bleu_on(test)}
+           "sacrebleu": bleu_on(test),  # test2016 (flickr)
+           "sacrebleu_untouched": {split: bleu_on(pairs) for split, pairs in ctx["untouched"].items()}}
     log.info("%s", json.dumps(out))
     return out
 
@@ -141,8 +145,33 @@ def chosen_on_valid(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {"recipe": max(means, key=means.get) if means else None, "mean_valid_sacrebleu_largest": means}
 
 
+def chosen_on_valid_loss(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The supernet recipe with the lowest mean (over seeds) VALIDATION loss averaged over its largest
+    and smallest Arch (a supernet serves the whole space, so both ends count), with each recipe's
+    means and seed spread. Only recipes that train a weight-shared supernet compete: ``largest``
+    leaves every smaller Arch untrained and ``plain*`` are baselines. Needs no SacreBLEU, so it
+    also re-reads sweeps recorded before validation SacreBLEU was (``--choose-from``)."""
+    by_recipe: dict[str, list[tuple[float, float]]] = {}
+    for r in results:
+        name, valid = r["variant"].split("@")[0], r["valid"]
+        if VARIANTS[name][0] == "super" and VARIANTS[name][1] < 1.0 and "valid_loss_smallest" in valid:
+            by_recipe.setdefault(name, []).append((valid["valid_loss_largest"], valid["valid_loss_smallest"]))
+    table = {}
+    for name, pairs in by_recipe.items():
+        both = [(a + b) / 2 for a, b in pairs]
+        table[name] = {"seeds": len(pairs), "mean_valid_loss": round(float(np.mean(both)), 3),
+                       "sd_valid_loss": round(float(np.std(both, ddof=1)), 3) if len(both) > 1 else None,
+                       "largest": round(float(np.mean([a for a, _ in pairs])), 3),
+                       "smallest": round(float(np.mean([b for _, b in pairs])), 3)}
+    best = min(table, key=lambda k: table[k]["mean_valid_loss"]) if table else None
+    return {"recipe": best, "criterion": "mean over seeds of (largest + smallest Arch validation loss) / 2, bits",
+            "recipes": dict(sorted(table.items(), key=lambda kv: kv[1]["mean_valid_loss"]))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--choose-from", type=Path, metavar="JSON",
+                    help="train nothing: print the recipe a recorded sweep's validation losses choose")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--cpu-minutes", type=float, default=40.0, help="the 2-core budget each variant's updates match")
     ap.add_argument("--device", default="cpu")
@@ -156,6 +185,16 @@ def main() -> None:
     ap.add_argument("--test-limit", type=int, help="score only the first N test sentences (smoke runs)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "supernet_recipes.json"))
     args = ap.parse_args()
+    if args.choose_from:
+        try:
+            recorded = json.loads(args.choose_from.read_text())["results"]
+        except (OSError, ValueError, KeyError) as exc:
+            ap.error(f"--choose-from {args.choose_from}: not a sweep's JSON ({exc})")
+        print(json.dumps(chosen_on_valid_loss(recorded), indent=2))
+        return
+    if args.test_limit is not None and args.test_limit < 8:
+        ap.error(f"--test-limit must be >= 8 (the plain model's conversion is checked on 8 test sentences), "
+                 f"got {args.test_limit}")
     labels = [v for v in args.variants.split(",") if v]
     unknown = [v for v in labels if v.split("@")[0] not in VARIANTS]
     if not labels or unknown:
@@ -165,9 +204,12 @@ def main() -> None:
     data = prepare_data(DataOptions("multi30k", args.data_dir, vocab_size=args.vocab_size), space.super.max_positions)
     test = load_split("multi30k", "test", args.data_dir)
     valid_pairs = load_split("multi30k", "valid", args.data_dir)
+    untouched = {split: load_split("multi30k", split, args.data_dir) for split in UNTOUCHED}
     if args.test_limit:
         test, valid_pairs = test.subset(range(args.test_limit)), valid_pairs.subset(range(args.test_limit))
-    CTX.update(space=space, data=data, test=test, valid_pairs=valid_pairs, args=args, threads=args.threads)
+        untouched = {split: pairs.subset(range(args.test_limit)) for split, pairs in untouched.items()}
+    CTX.update(space=space, data=data, test=test, valid_pairs=valid_pairs, untouched=untouched, args=args,
+               threads=args.threads)
     jobs = [(label, int(label.split("@")[1]) if "@" in label else 1) for label in labels]
     results, out = [], Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -178,6 +220,7 @@ def main() -> None:
             out.write_text(json.dumps({"args": vars(args), "device":
                                        torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
                                        "chosen_on_valid": chosen_on_valid(results),
+                                       "chosen_on_valid_loss": chosen_on_valid_loss(results),
                                        "results": sorted(results, key=lambda r: r["variant"])}, indent=2))
     log.info("wrote %s", out)
 

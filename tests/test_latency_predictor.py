@@ -226,3 +226,20 @@ def test_reference_units_survive_drift_and_predict_ms_through_the_calibration(tm
     moved = ref.adapt(as_dataset(archs[300:350], 3.0 * y[300:350]), device="other")
     assert moved.unit == "ms" and moved.reference is None
     assert latency_metrics(moved.predict(archs[350:]), 3.0 * y[350:])["mape"] < 2.0
+
+
+def test_relative_fit_threshold_trades_robustness_for_least_squares():
+    """fit_relative's Huber threshold: ``inf`` is least squares on relative errors (closed form);
+    the default threshold ignores a block of drifted rows that least squares follows."""
+    from hat_ray.latency.robust import fit_relative
+
+    rng = np.random.default_rng(0)
+    x = np.column_stack([np.ones(400), rng.uniform(1, 5, 400)])
+    y = x @ np.array([2.0, 3.0]) * (1 + 0.01 * rng.standard_normal(400))
+    y[:60] *= 1.4  # a drifted stretch, as in HAT's Pi rows
+    a = x / y[:, None]
+    closed = np.linalg.lstsq(a, np.ones(len(y)), rcond=None)[0]
+    np.testing.assert_allclose(fit_relative(x, y, ridge=0.0, huber_c=np.inf)[0], closed, rtol=1e-6)
+    robust = fit_relative(x, y)[0]
+    assert np.abs(robust / [2.0, 3.0] - 1).max() < 0.02
+    assert np.abs(closed / [2.0, 3.0] - 1).max() > 0.04

@@ -23,14 +23,16 @@ def robust_scale(r: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(r - np.median(r)))) if len(r) else 0.0
 
 
-def fit_relative(x: np.ndarray, y: np.ndarray, ridge: float = RIDGE) -> tuple[np.ndarray, float]:
-    """Weights ``w`` (x @ w ~ y, in y's units) minimising Huber loss of relative residuals;
-    also returns the robust scale of the final relative residuals (a noise level, fraction)."""
+def fit_relative(x: np.ndarray, y: np.ndarray, ridge: float = RIDGE,
+                 huber_c: float = HUBER_C) -> tuple[np.ndarray, float]:
+    """Weights ``w`` (x @ w ~ y, in y's units) minimising Huber loss of relative residuals
+    (threshold ``huber_c`` x the robust scale; ``inf``: least squares); also returns the robust
+    scale of the final relative residuals (a noise level, fraction)."""
     a = x / y[:, None]
     scale = np.sqrt((a**2).mean(axis=0))
     scale[scale == 0] = 1.0
     a = a / scale
-    coef, resid = _irls(a, np.ones(len(y)), ridge * len(y))
+    coef, resid = _irls(a, np.ones(len(y)), ridge * len(y), huber_c=huber_c)
     return coef / scale, robust_scale(resid)
 
 
@@ -46,7 +48,8 @@ def _gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ni,nj->ij", a, b)
 
 
-def _irls(a: np.ndarray, t: np.ndarray, lam: float, iters: int = 50) -> tuple[np.ndarray, np.ndarray]:
+def _irls(a: np.ndarray, t: np.ndarray, lam: float, iters: int = 50,
+          huber_c: float = HUBER_C) -> tuple[np.ndarray, np.ndarray]:
     """Iteratively re-weighted least squares for the Huber loss; returns (coef, residuals)."""
     weights = np.ones(len(t))
     reg = lam * np.eye(a.shape[1])
@@ -55,7 +58,7 @@ def _irls(a: np.ndarray, t: np.ndarray, lam: float, iters: int = 50) -> tuple[np
         aw = a * weights[:, None]
         new = np.linalg.solve(_gram(aw, a) + reg, aw.T.dot(t))
         resid = a @ new - t
-        delta = max(HUBER_C * robust_scale(resid), 1e-9)
+        delta = max(huber_c * robust_scale(resid), 1e-9)
         weights = np.where(np.abs(resid) <= delta, 1.0, delta / np.maximum(np.abs(resid), 1e-12))
         done = np.max(np.abs(new - coef)) < 1e-9
         coef = new
