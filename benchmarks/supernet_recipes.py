@@ -41,6 +41,7 @@ import torch
 from train_multi30k import ROOT, checked_conversion, dense_arch, plain_model
 
 from hat_ray.data.datasets import load_split
+from hat_ray.io import atomic_write
 from hat_ray.model.transformer import build_super
 from hat_ray.space import SearchSpace
 from hat_ray.train.config import TrainConfig
@@ -139,7 +140,9 @@ def chosen_on_valid(results: list[dict[str, Any]]) -> dict[str, Any]:
     plain model's own): chosen without looking at a test set."""
     by_recipe: dict[str, list[float]] = {}
     for r in results:
-        bleu = r["sacrebleu_valid"]
+        bleu = r.get("sacrebleu_valid")
+        if bleu is None:  # recorded before validation SacreBLEU was
+            continue
         by_recipe.setdefault(r["variant"].split("@")[0], []).append(bleu.get("largest", bleu.get("plain")))
     means = {k: round(float(np.mean(v)), 2) for k, v in by_recipe.items()}
     return {"recipe": max(means, key=means.get) if means else None, "mean_valid_sacrebleu_largest": means}
@@ -184,6 +187,8 @@ def main() -> None:
     ap.add_argument("--vocab-size", type=int, default=8000)
     ap.add_argument("--test-limit", type=int, help="score only the first N test sentences (smoke runs)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "supernet_recipes.json"))
+    ap.add_argument("--add", action="store_true",
+                    help="keep the results already in --out and train only the variants not there yet")
     args = ap.parse_args()
     if args.choose_from:
         try:
@@ -200,6 +205,18 @@ def main() -> None:
     if not labels or unknown:
         ap.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)} (NAME@SEED for another seed)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    results, out = [], Path(args.out)
+    if args.add and out.exists():  # a sweep run in parts (e.g. a seed per session on a CPU)
+        try:
+            results = json.loads(out.read_text())["results"]
+        except (ValueError, KeyError) as exc:
+            ap.error(f"--add: {out} is not a sweep's JSON ({exc}); give another --out")
+        done = {r["variant"] for r in results}
+        log.info("--add: keeping %d results of %s; skipping %s", len(results), out, sorted(done & set(labels)) or "none")
+        labels = [v for v in labels if v not in done]
+    if not labels:
+        log.info("every variant asked for is already in %s", out)
+        return
     space = SearchSpace.load("demo")
     data = prepare_data(DataOptions("multi30k", args.data_dir, vocab_size=args.vocab_size), space.super.max_positions)
     test = load_split("multi30k", "test", args.data_dir)
@@ -211,17 +228,17 @@ def main() -> None:
     CTX.update(space=space, data=data, test=test, valid_pairs=valid_pairs, untouched=untouched, args=args,
                threads=args.threads)
     jobs = [(label, int(label.split("@")[1]) if "@" in label else 1) for label in labels]
-    results, out = [], Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # fork: the children inherit the prepared data; CUDA is first touched in a child
     with mp.get_context("fork").Pool(min(args.jobs, len(jobs))) as pool:
         for res in pool.imap_unordered(run_variant, jobs):
             results.append(res)
-            out.write_text(json.dumps({"args": vars(args), "device":
-                                       torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-                                       "chosen_on_valid": chosen_on_valid(results),
-                                       "chosen_on_valid_loss": chosen_on_valid_loss(results),
-                                       "results": sorted(results, key=lambda r: r["variant"])}, indent=2))
+            text = json.dumps({"args": vars(args), "device":
+                               torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+                               "chosen_on_valid": chosen_on_valid(results),
+                               "chosen_on_valid_loss": chosen_on_valid_loss(results),
+                               "results": sorted(results, key=lambda r: r["variant"])}, indent=2)
+            atomic_write(out, lambda tmp, text=text: Path(tmp).write_text(text))  # earlier results survive a kill
     log.info("wrote %s", out)
 
 
