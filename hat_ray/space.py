@@ -335,10 +335,6 @@ def _middle(options: tuple[int, ...], key: Any = None) -> int:
     return int(ordered[(len(ordered) - 1) // 2])
 
 
-def _pick(options: tuple[int, ...], rng: np.random.Generator) -> int:
-    return int(options[int(rng.integers(len(options)))])
-
-
 def _parse_super(raw: Any, problems: list[str]) -> SuperConfig | None:
     if not isinstance(raw, Mapping):
         problems.append(f"super must be a mapping, got {type(raw).__name__}")
