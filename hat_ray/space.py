@@ -238,6 +238,11 @@ class SearchSpace:
         from_a = rng.random(len(ga)) < 0.5
         return self._from_flat(np.where(from_a, ga, gb).tolist())
 
+    def __getstate__(self) -> dict[str, Any]:
+        # the flat-gene cache holds numpy arrays: rebuilt where used, never shipped to another node
+        # (a node may run another numpy build)
+        return {k: v for k, v in self.__dict__.items() if k != "_gene_slots"}
+
     # ---- the flat gene (the operators' hot path: a search breeds tens of thousands of Archs) ----
     # One list of values in the order of _gene_slots(): scalars, depths, then every layer slot of
     # each LAYER_KEYS entry. Drawing all positions with one rng.integers(0, highs) call consumes

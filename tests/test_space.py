@@ -175,6 +175,17 @@ def test_operators_draw_the_generator_as_one_call_per_gene_position(name):
     assert fast.bit_generator.state == ref.bit_generator.state
 
 
+def test_a_space_pickles_without_its_gene_cache():
+    import pickle
+
+    space = SearchSpace.load("demo")
+    before = space.sample(np.random.default_rng(3))  # fills the flat-gene cache
+    assert "_gene_slots" in space.__dict__
+    copy = pickle.loads(pickle.dumps(space))
+    assert "_gene_slots" not in copy.__dict__ and copy == space
+    assert copy.sample(np.random.default_rng(3)) == before
+
+
 def test_sampler_is_uniform_per_choice():
     space = SearchSpace.load("wmt14_en_de")
     rng = np.random.default_rng(0)
