@@ -171,10 +171,28 @@ def chosen_on_valid_loss(results: list[dict[str, Any]]) -> dict[str, Any]:
             "recipes": dict(sorted(table.items(), key=lambda kv: kv[1]["mean_valid_loss"]))}
 
 
+def test_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per recipe and Arch, SacreBLEU on each test set (test2016 and the untouched ones): mean and
+    sd over the seeds run (reported, never chosen on). Results without the untouched sets (older
+    sweeps) count for test2016 only."""
+    runs: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for r in results:
+        sets = {"test2016": r["sacrebleu"], **r.get("sacrebleu_untouched", {})}
+        recipe = runs.setdefault(r["variant"].split("@")[0], {})
+        for split, by_arch in sets.items():
+            for arch, bleu in by_arch.items():
+                recipe.setdefault(arch, {}).setdefault(split, []).append(bleu)
+    return {recipe: {arch: {split: {"seeds": len(v), "mean": round(float(np.mean(v)), 2),
+                                    "sd": round(float(np.std(v, ddof=1)), 2) if len(v) > 1 else None}
+                            for split, v in splits.items()} for arch, splits in archs.items()}
+            for recipe, archs in runs.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--choose-from", type=Path, metavar="JSON",
-                    help="train nothing: print the recipe a recorded sweep's validation losses choose")
+                    help="train nothing: print the recipe a recorded sweep's validation losses choose, and "
+                         "its test SacreBLEU per recipe (mean, sd over seeds)")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--cpu-minutes", type=float, default=40.0, help="the 2-core budget each variant's updates match")
     ap.add_argument("--device", default="cpu")
@@ -195,7 +213,8 @@ def main() -> None:
             recorded = json.loads(args.choose_from.read_text())["results"]
         except (OSError, ValueError, KeyError) as exc:
             ap.error(f"--choose-from {args.choose_from}: not a sweep's JSON ({exc})")
-        print(json.dumps(chosen_on_valid_loss(recorded), indent=2))
+        print(json.dumps({"chosen_on_valid_loss": chosen_on_valid_loss(recorded),
+                          "test_sacrebleu": test_summary(recorded)}, indent=2))
         return
     if args.test_limit is not None and args.test_limit < 8:
         ap.error(f"--test-limit must be >= 8 (the plain model's conversion is checked on 8 test sentences), "
