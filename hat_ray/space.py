@@ -249,8 +249,8 @@ class SearchSpace:
     # the generator exactly as one rng.integers(n) call per position in that order did (checked
     # by tests/test_space.py), so seeded searches keep their trajectories.
     @cached_property
-    def _gene_slots(self) -> tuple[tuple[tuple[str, int, int], ...], np.ndarray, np.ndarray]:
-        """((key, start, length) per gene key, highs, padded choice table) of the flat gene."""
+    def _gene_slots(self) -> tuple[tuple[tuple[str, int, int], ...], np.ndarray, np.ndarray, dict[str, int]]:
+        """((key, start, length) per gene key, highs, padded choice table, {key: start}) of the flat gene."""
         slots, start, options = [], 0, []
         for key in (*SCALAR_KEYS, "encoder_layers", "decoder_layers"):
             slots.append((key, start, 0))
@@ -263,10 +263,11 @@ class SearchSpace:
             start += n
         width = max(len(o) for o in options)
         table = np.array([[*o, *[o[-1]] * (width - len(o))] for o in options], dtype=np.int64)
-        return tuple(slots), np.array([len(o) for o in options], dtype=np.int64), table
+        starts = {key: first for key, first, _ in slots}
+        return tuple(slots), np.array([len(o) for o in options], dtype=np.int64), table, starts
 
     def _random_flat(self, rng: np.random.Generator) -> np.ndarray:
-        _, highs, table = self._gene_slots
+        _, highs, table, _ = self._gene_slots
         return table[np.arange(len(highs)), rng.integers(0, highs)]
 
     def _arch_flat(self, arch: Arch, rng: np.random.Generator) -> list[int]:
@@ -285,14 +286,18 @@ class SearchSpace:
 
     def _from_flat(self, flat: list[int]) -> Arch:
         """:meth:`from_gene` of a flat gene."""
-        slots = {key: (start, n) for key, start, n in self._gene_slots[0]}
-        n_enc, n_dec = flat[slots["encoder_layers"][0]], flat[slots["decoder_layers"][0]]
-        kwargs: dict[str, Any] = {k: flat[slots[k][0]] for k in SCALAR_KEYS}
+        starts = self._gene_starts
+        n_enc, n_dec = flat[starts["encoder_layers"]], flat[starts["decoder_layers"]]
+        kwargs: dict[str, Any] = {k: flat[starts[k]] for k in SCALAR_KEYS}
         for keys, depth in ((ENCODER_LAYER_KEYS, n_enc), (DECODER_LAYER_KEYS, n_dec)):
             for key in keys:
-                start = slots[key][0]
-                kwargs[key] = tuple(flat[start:start + depth])
+                kwargs[key] = tuple(flat[starts[key]:starts[key] + depth])
         return self._clamped(kwargs, n_enc)
+
+    @property
+    def _gene_starts(self) -> dict[str, int]:
+        """Each gene key's first position in the flat gene."""
+        return self._gene_slots[3]
 
     def _clamped(self, kwargs: dict[str, Any], n_enc: int) -> Arch:
         """The Arch of ``kwargs`` with arbitrary attention clamped to the ``n_enc`` encoder layers."""
