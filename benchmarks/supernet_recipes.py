@@ -188,11 +188,39 @@ def test_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
             for recipe, archs in runs.items()}
 
 
+def paired_with_plain(results: list[dict[str, Any]], arch: str = "largest") -> dict[str, Any]:
+    """Per supernet recipe, its ``arch``'s SacreBLEU minus the plain model's of the same seed, on
+    each test set: the seeds paired, mean and sd of the difference, how many pairs the supernet
+    wins, and the ratio of the means (the >= 0.9x target). Seeds only one side ran are left out."""
+    by_seed: dict[str, dict[str, dict[str, float]]] = {}  # recipe -> seed -> test set -> SacreBLEU
+    for r in results:
+        name, _, seed = r["variant"].partition("@")
+        model = "plain" if name == "plain" else arch
+        sets = {"test2016": r["sacrebleu"], **r.get("sacrebleu_untouched", {})}
+        scores = {split: by_arch[model] for split, by_arch in sets.items() if model in by_arch}
+        if scores and (name == "plain" or VARIANTS[name][0] == "super"):
+            by_seed.setdefault(name, {})[seed or "1"] = scores
+    plain, table = by_seed.pop("plain", {}), {}
+    for name, seeds in by_seed.items():
+        for seed in sorted(set(seeds) & set(plain)):
+            for split in sorted(set(seeds[seed]) & set(plain[seed])):
+                table.setdefault(name, {}).setdefault(split, []).append((seeds[seed][split], plain[seed][split]))
+    return {name: {split: {"seeds": len(pairs),
+                           "mean_diff": round(float(np.mean([a - b for a, b in pairs])), 2),
+                           "sd_diff": round(float(np.std([a - b for a, b in pairs], ddof=1)), 2)
+                           if len(pairs) > 1 else None,
+                           "wins": sum(a > b for a, b in pairs),
+                           "ratio_of_means": round(float(np.mean([a for a, _ in pairs]) /
+                                                         np.mean([b for _, b in pairs])), 3)}
+                   for split, pairs in splits.items()} for name, splits in table.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--choose-from", type=Path, metavar="JSON",
-                    help="train nothing: print the recipe a recorded sweep's validation losses choose, and "
-                         "its test SacreBLEU per recipe (mean, sd over seeds)")
+                    help="train nothing: print the recipe a recorded sweep's validation losses choose, "
+                         "its test SacreBLEU per recipe (mean, sd over seeds) and the largest Arch "
+                         "minus the plain model of the same seed")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--cpu-minutes", type=float, default=40.0, help="the 2-core budget each variant's updates match")
     ap.add_argument("--device", default="cpu")
@@ -211,10 +239,11 @@ def main() -> None:
     if args.choose_from:
         try:
             recorded = json.loads(args.choose_from.read_text())["results"]
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             ap.error(f"--choose-from {args.choose_from}: not a sweep's JSON ({exc})")
         print(json.dumps({"chosen_on_valid_loss": chosen_on_valid_loss(recorded),
-                          "test_sacrebleu": test_summary(recorded)}, indent=2))
+                          "test_sacrebleu": test_summary(recorded),
+                          "largest_minus_plain": paired_with_plain(recorded)}, indent=2))
         return
     if args.test_limit is not None and args.test_limit < 8:
         ap.error(f"--test-limit must be >= 8 (the plain model's conversion is checked on 8 test sentences), "
@@ -228,7 +257,7 @@ def main() -> None:
     if args.add and out.exists():  # a sweep run in parts (e.g. a seed per session on a CPU)
         try:
             results = json.loads(out.read_text())["results"]
-        except (ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             ap.error(f"--add: {out} is not a sweep's JSON ({exc}); give another --out")
         done = {r["variant"] for r in results}
         log.info("--add: keeping %d results of %s; skipping %s", len(results), out, sorted(done & set(labels)) or "none")
