@@ -35,7 +35,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from weight_sharing import HAT_RAY, ROOT, evaluate, run, train_args  # noqa: E402
+from weight_sharing import HAT_RAY, ROOT, add_training_flags, evaluate, run, train_args  # noqa: E402
 
 from hat_ray.pipeline.baselines import baselines  # noqa: E402
 from hat_ray.space import SearchSpace  # noqa: E402
@@ -111,17 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of {', '.join(RECIPES)}")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--minutes", type=float, default=4.0, help="each supernet's wall-clock budget (the demo's: 4)")
-    p.add_argument("--space", default="demo")
-    p.add_argument("--data", default="synthetic")
-    p.add_argument("--data-dir", type=Path)
-    p.add_argument("--vocab-size", type=int, default=1000)
-    p.add_argument("--valid-sentences", type=int, default=200)
-    p.add_argument("--max-tokens", type=int, default=1024)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    add_training_flags(p, valid_sentences=200)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_demo_language")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "demo_language.json")
     args = p.parse_args(argv)

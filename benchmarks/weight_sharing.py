@@ -72,6 +72,22 @@ def run(cmd: list[str], log: Path) -> str:
     return proc.stdout
 
 
+def add_training_flags(p: argparse.ArgumentParser, valid_sentences: int) -> None:
+    """The data, optimisation and evaluation flags ``train_args`` and ``evaluate`` read, with the
+    demo's settings as defaults."""
+    p.add_argument("--space", default="demo")
+    p.add_argument("--data", default="synthetic")
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--vocab-size", type=int, default=1000)
+    p.add_argument("--valid-sentences", type=int, default=valid_sentences)
+    p.add_argument("--max-tokens", type=int, default=1024)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+
+
 def train_args(args: argparse.Namespace) -> list[str]:
     """Data and optimisation settings shared by the supernet and every from-scratch run."""
     out = ["--space", args.space, "--data", args.data, "--vocab-size", str(args.vocab_size),
@@ -119,10 +135,7 @@ def rho(a: list[float], b: list[float]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--space", default="demo")
-    p.add_argument("--data", default="synthetic")
-    p.add_argument("--data-dir", type=Path)
-    p.add_argument("--vocab-size", type=int, default=1000)
+    add_training_flags(p, valid_sentences=300)
     p.add_argument("--supernet", type=Path, help="a trained SuperTransformer checkpoint (else trained here)")
     p.add_argument("--supernet-updates", type=int, default=800, help="budget of the supernet trained here")
     p.add_argument("--largest-first", type=int, default=300,
@@ -130,13 +143,6 @@ def main(argv: list[str] | None = None) -> int:
                         "recipe gives ~280 of ~750; 0: HAT's uniform sampling, which learns nothing in 800 updates)")
     p.add_argument("--updates", type=int, help="from-scratch budget per Arch (default: --supernet-updates)")
     p.add_argument("--archs", type=int, default=10)
-    p.add_argument("--valid-sentences", type=int, default=300)
-    p.add_argument("--max-tokens", type=int, default=1024)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_weight_sharing")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "weight_sharing.json")
