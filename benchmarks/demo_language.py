@@ -17,7 +17,7 @@ Every step goes through the ``hat-ray`` CLI and is resumable (a finished run's r
 reused). The budget is wall-clock, as in the demo: run it on an otherwise idle machine; the
 updates each run made are recorded beside its scores.
 
-    python benchmarks/demo_language.py                        # 3 recipes x 3 seeds: ~50 min on 2 cores
+    python benchmarks/demo_language.py                        # 3 recipes x 3 seeds: ~40 min on 2 cores
     python benchmarks/demo_language.py --minutes 0.3 --seeds 1 --valid-sentences 20 \\
         --out runs/bench_demo_language_small --json runs/bench_demo_language_small.json   # wiring check
 """
