@@ -171,13 +171,19 @@ def chosen_on_valid_loss(results: list[dict[str, Any]]) -> dict[str, Any]:
             "recipes": dict(sorted(table.items(), key=lambda kv: kv[1]["mean_valid_loss"]))}
 
 
+def test_sets(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """A result's SacreBLEU per test set and Arch: test2016 and the untouched sets (absent from
+    sweeps recorded before they were scored)."""
+    return {"test2016": result["sacrebleu"], **result.get("sacrebleu_untouched", {})}
+
+
 def test_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Per recipe and Arch, SacreBLEU on each test set (test2016 and the untouched ones): mean and
     sd over the seeds run (reported, never chosen on). Results without the untouched sets (older
     sweeps) count for test2016 only."""
     runs: dict[str, dict[str, dict[str, list[float]]]] = {}
     for r in results:
-        sets = {"test2016": r["sacrebleu"], **r.get("sacrebleu_untouched", {})}
+        sets = test_sets(r)
         recipe = runs.setdefault(r["variant"].split("@")[0], {})
         for split, by_arch in sets.items():
             for arch, bleu in by_arch.items():
@@ -196,7 +202,7 @@ def paired_with_plain(results: list[dict[str, Any]], arch: str = "largest") -> d
     for r in results:
         name, _, seed = r["variant"].partition("@")
         model = "plain" if name == "plain" else arch
-        sets = {"test2016": r["sacrebleu"], **r.get("sacrebleu_untouched", {})}
+        sets = test_sets(r)
         scores = {split: by_arch[model] for split, by_arch in sets.items() if model in by_arch}
         if scores and (name == "plain" or VARIANTS[name][0] == "super"):
             by_seed.setdefault(name, {})[seed or "1"] = scores
